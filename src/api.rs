@@ -1,0 +1,655 @@
+//! The Lua-facing API: the module table and the thread methods.
+//!
+//! Every entry point is a plain C function without upvalues, so programs can pass
+//! `llthreads.new` itself to a child (as a C function) and call it there. Each one
+//! does its raising work (argument checks, pushes) only in frames that own nothing
+//! needing `Drop`; work that owns resources returns a [`Raise`] describing the error,
+//! which is raised after those resources are gone.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::time::Duration;
+
+use mlua::ffi;
+
+use crate::child::{self, LOGGER_FIELD};
+use crate::copy::{copy_values, CopyError, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
+use crate::ffi::{
+    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
+};
+use crate::state::ChildState;
+use crate::thread::{Interrupt, Joined, StartError, Thread};
+
+pub const VERSION: (ffi::lua_Integer, ffi::lua_Integer, ffi::lua_Integer) = (0, 1, 0);
+const VERSION_STRING: &CStr = c"0.1.0";
+
+/// Registry keys (light userdata; one per copy of this library, on purpose: objects of
+/// one copy are never handled by another copy's code and statics).
+static METATABLE_KEY: u8 = 0;
+static MEMORY_LIMIT_KEY: u8 = 0;
+
+/// Which name the module was loaded as; it names `interrupted_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Module {
+    #[default]
+    Llthreads,
+    Llthreads2,
+}
+
+impl Module {
+    pub fn interrupted_error(self) -> &'static CStr {
+        match self {
+            Module::Llthreads => c"llthreads: thread was interrupted",
+            Module::Llthreads2 => c"llthreads2: thread was interrupted",
+        }
+    }
+}
+
+/// An error to raise once the frame that found it has dropped what it owned.
+#[derive(Clone, Copy)]
+enum Raise {
+    /// The error object is already on top of the stack.
+    Top,
+    /// `bad argument #n to 'new' (function/userdata/thread types un-supported.)`
+    Unsupported(c_int),
+    /// `Hit maximum copy depth (31 > 30).`
+    TooDeep,
+    /// A message with no allocation behind it.
+    Static(&'static CStr),
+}
+
+/// # Safety
+/// Called from a C function Lua called, in a frame owning nothing with `Drop`.
+unsafe fn raise(l: RawState, what: Raise) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        match what {
+            Raise::Top => raise_top(l),
+            Raise::Unsupported(n) => {
+                arg_error(l, n, c"function/userdata/thread types un-supported.")
+            }
+            Raise::TooDeep => {
+                ffi::lua_pushfstring(
+                    l,
+                    c"Hit maximum copy depth (%d > %d).".as_ptr(),
+                    MAX_DEPTH + 1,
+                    MAX_DEPTH,
+                );
+                raise_top(l)
+            }
+            Raise::Static(msg) => {
+                ffi::lua_pushstring(l, msg.as_ptr());
+                raise_top(l)
+            }
+        }
+    }
+}
+
+impl From<CopyError> for Raise {
+    fn from(e: CopyError) -> Raise {
+        match e {
+            CopyError::TooDeep => Raise::TooDeep,
+            CopyError::Unsupported { index } => Raise::Unsupported(index),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Module table
+
+/// Builds the module table on top of the stack.
+///
+/// # Safety
+/// Called from a `luaopen_*` function (raising allowed, nothing owned).
+pub unsafe fn open(l: RawState, module: Module) -> c_int {
+    crate::diag::init();
+    crate::pin::pin_library();
+    let new: ffi::lua_CFunction = match module {
+        Module::Llthreads => l_new_llthreads,
+        Module::Llthreads2 => l_new_llthreads2,
+    };
+    // SAFETY: see the function's contract.
+    unsafe {
+        ensure_metatable(l);
+        ffi::lua_settop(l, -2);
+        ffi::lua_createtable(l, 0, 8);
+        set_function(l, c"new", new);
+        set_function(l, c"set_logger", l_set_logger);
+        set_function(l, c"version", l_version);
+        set_function(l, c"set_memory_limit", l_set_memory_limit);
+        ffi::lua_pushstring(l, VERSION_STRING.as_ptr());
+        ffi::lua_setfield(l, -2, c"_VERSION".as_ptr());
+        ffi::lua_pushstring(l, module.interrupted_error().as_ptr());
+        ffi::lua_setfield(l, -2, c"interrupted_error".as_ptr());
+    }
+    1
+}
+
+/// # Safety
+/// Table on top; raising allowed.
+unsafe fn set_function(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushcfunction(l, f);
+        ffi::lua_setfield(l, -2, name.as_ptr());
+    }
+}
+
+/// Pushes the thread metatable, creating it in this state's registry if needed.
+/// (`new` may run in a state where the module was never opened: a child that got
+/// `llthreads.new` as a C function.)
+///
+/// # Safety
+/// Raising allowed, nothing owned; three free slots.
+unsafe fn ensure_metatable(l: RawState) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        if registry_get(l, &METATABLE_KEY) == ffi::LUA_TTABLE {
+            return;
+        }
+        ffi::lua_settop(l, -2);
+        ffi::lua_createtable(l, 0, 4);
+        ffi::lua_createtable(l, 0, 8);
+        set_function(l, c"start", l_start);
+        set_function(l, c"join", l_join);
+        set_function(l, c"alive", l_alive);
+        set_function(l, c"started", l_started);
+        set_function(l, c"detached", l_detached);
+        set_function(l, c"joinable", l_joinable);
+        set_function(l, c"interrupt", l_interrupt);
+        ffi::lua_setfield(l, -2, c"__index".as_ptr());
+        set_function(l, c"__gc", l_gc);
+        set_function(l, c"__tostring", l_tostring);
+        ffi::lua_pushvalue(l, -1);
+        registry_set(l, &METATABLE_KEY);
+    }
+}
+
+unsafe extern "C-unwind" fn l_version(l: RawState) -> c_int {
+    // SAFETY: called by Lua; pushes within LUA_MINSTACK.
+    unsafe {
+        ffi::lua_pushinteger(l, VERSION.0);
+        ffi::lua_pushinteger(l, VERSION.1);
+        ffi::lua_pushinteger(l, VERSION.2);
+    }
+    3
+}
+
+unsafe extern "C-unwind" fn l_set_logger(l: RawState) -> c_int {
+    // SAFETY: called by Lua; the frame owns nothing, so raising is fine.
+    unsafe {
+        if ffi::lua_type(l, 1) != ffi::LUA_TFUNCTION {
+            arg_error(l, 1, c"function expected");
+        }
+        ffi::lua_settop(l, 1);
+        ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, LOGGER_FIELD.as_ptr());
+    }
+    0
+}
+
+unsafe extern "C-unwind" fn l_set_memory_limit(l: RawState) -> c_int {
+    // SAFETY: called by Lua; the frame owns nothing, so raising is fine.
+    unsafe {
+        if cfg!(feature = "luajit") {
+            raise(l, Raise::Static(c"memory limit is not supported on LuaJIT"));
+        }
+        if ffi::lua_isnoneornil(l, 1) != 0 {
+            ffi::lua_pushnil(l);
+        } else {
+            let n = ffi::luaL_checknumber(l, 1);
+            if n.is_nan() || n < 0.0 {
+                arg_error(l, 1, c"non-negative number expected");
+            }
+            if n == 0.0 {
+                ffi::lua_pushnil(l);
+            } else {
+                ffi::lua_pushnumber(l, n);
+            }
+        }
+        registry_set(l, &MEMORY_LIMIT_KEY);
+    }
+    0
+}
+
+/// # Safety
+/// Valid state with one free slot; never raises.
+unsafe fn memory_limit(l: RawState) -> Option<usize> {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let limit = (registry_get(l, &MEMORY_LIMIT_KEY) == ffi::LUA_TNUMBER)
+            .then(|| ffi::lua_tonumber(l, -1));
+        ffi::lua_settop(l, -2);
+        limit.map(|n| n as usize)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// new
+
+unsafe extern "C-unwind" fn l_new_llthreads(l: RawState) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe { new(l, Module::Llthreads) }
+}
+
+unsafe extern "C-unwind" fn l_new_llthreads2(l: RawState) -> c_int {
+    // SAFETY: called by Lua.
+    unsafe { new(l, Module::Llthreads2) }
+}
+
+/// `new(code, ...)`.
+///
+/// # Safety
+/// Called from a C function Lua called.
+unsafe fn new(l: RawState, module: Module) -> c_int {
+    // SAFETY: raising calls happen before anything is owned (argument check, stack
+    // growth, the userdata) or after `build` returned and dropped what it owned.
+    unsafe {
+        let mut len = 0usize;
+        let code = ffi::luaL_checklstring(l, 1, &mut len);
+        let nargs = ffi::lua_gettop(l);
+        ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"too many arguments".as_ptr());
+        let limit = memory_limit(l);
+        // The object exists before the child state, so a failure after this point
+        // leaves an empty object for the collector, never a leaked state.
+        let slot = ffi::lua_newuserdata(l, std::mem::size_of::<*mut Thread>()) as *mut *mut Thread;
+        slot.write(std::ptr::null_mut());
+        ensure_metatable(l);
+        ffi::lua_setmetatable(l, -2);
+        let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
+        match build(l, module, code, nargs, limit) {
+            Ok(thread) => {
+                slot.write(Box::into_raw(Box::new(thread)));
+                1
+            }
+            Err(what) => raise(l, what),
+        }
+    }
+}
+
+/// Makes the child state: libraries, message handler, compiled chunk, copied arguments.
+///
+/// # Safety
+/// `l` is the calling state with `code` (argument 1, NUL-terminated as every Lua
+/// string is) and the arguments at `2..=nargs`, and `SOURCE_SLOTS` free slots.
+unsafe fn build(
+    l: RawState,
+    module: Module,
+    code: &[u8],
+    nargs: c_int,
+    limit: Option<usize>,
+) -> Result<Thread, Raise> {
+    let state = ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?;
+    let mut load_failed = false;
+    let mut copy_error = None;
+    let mut body = |c: RawState| -> c_int {
+        // SAFETY: protected on the child `c`, which nobody else uses yet; the parent `l`
+        // is only read (the copier's contract, with the slots reserved by `new`).
+        unsafe {
+            ffi::luaL_openlibs(c);
+            ffi::lua_pushcfunction(c, child::traceback);
+            let name = code.as_ptr().cast();
+            if ffi::luaL_loadbuffer(c, code.as_ptr().cast(), code.len(), name) != ffi::LUA_OK {
+                load_failed = true;
+                return 1;
+            }
+            if let Err(e) = copy_values(l, c, 2, nargs, Unsupported::Refuse) {
+                copy_error = Some(e);
+                return 0;
+            }
+            ffi::lua_gettop(c)
+        }
+    };
+    // SAFETY: a fresh state has LUA_MINSTACK free slots; the body keeps its contract.
+    let status = unsafe { protected(state.raw(), 0, ffi::LUA_MULTRET, &mut body) };
+    if let Some(e) = copy_error {
+        return Err(e.into());
+    }
+    if status != ffi::LUA_OK || load_failed {
+        // SAFETY: the child's error object is on its top; `l` has room.
+        unsafe { push_message_from(state.raw(), l) };
+        return Err(Raise::Top);
+    }
+    Ok(Thread::new(module, state))
+}
+
+/// Pushes onto `to` the message on top of `from` (a string, or a description of the
+/// value), or the out-of-memory error that pushing it caused.
+///
+/// # Safety
+/// `to` is the calling state with three free slots; `from` is used by no other thread.
+unsafe fn push_message_from(from: RawState, to: RawState) {
+    let mut body = |to: RawState| -> c_int {
+        // SAFETY: protected on `to`; `from` is only read.
+        unsafe { push_error_text(from, to) };
+        1
+    };
+    // SAFETY: see the function's contract; on failure the error object is pushed.
+    unsafe { protected(to, 0, 1, &mut body) };
+}
+
+/// Pushes the text of the error object on top of `from` onto `to`.
+///
+/// # Safety
+/// Protected on `to`; `from` is only read.
+unsafe fn push_error_text(from: RawState, to: RawState) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        match string_at(from, -1) {
+            Some(msg) => push_bytes(to, msg),
+            None => {
+                let tname = ffi::lua_typename(from, ffi::lua_type(from, -1));
+                ffi::lua_pushfstring(to, c"(error object is a %s value)".as_ptr(), tname);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Methods
+
+/// The thread object at `idx`, or an argument error.
+///
+/// # Safety
+/// Called from a C function Lua called, in a frame owning nothing with `Drop`; two
+/// free slots. The returned pointer is valid until the object is collected.
+unsafe fn check_thread(l: RawState, idx: c_int) -> *mut Thread {
+    // SAFETY: see the function's contract. The size check rejects userdata of other
+    // libraries before the slot is read.
+    unsafe {
+        let slot = thread_slot(l, idx);
+        if slot.is_null() {
+            arg_error(l, idx, c"LLThread expected");
+        }
+        let thread = *slot;
+        if thread.is_null() {
+            arg_error(l, idx, c"thread object already collected");
+        }
+        thread
+    }
+}
+
+/// The slot of our userdata at `idx`, or null when the value is something else.
+///
+/// # Safety
+/// Valid state with two free slots; never raises.
+unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
+    // SAFETY: see the function's contract.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
+            || ffi::lua_rawlen(l, idx) as usize != std::mem::size_of::<*mut Thread>()
+            || ffi::lua_getmetatable(l, idx) == 0
+        {
+            return std::ptr::null_mut();
+        }
+        registry_get(l, &METATABLE_KEY);
+        let ours = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_settop(l, -3);
+        if ours {
+            ffi::lua_touserdata(l, idx) as *mut *mut Thread
+        } else {
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Pushes `nil, msg` and returns 2.
+///
+/// # Safety
+/// Raising allowed (nothing owned), two free slots.
+unsafe fn fail(l: RawState, msg: &str) -> c_int {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushnil(l);
+        push_bytes(l, msg.as_bytes());
+    }
+    2
+}
+
+unsafe extern "C-unwind" fn l_start(l: RawState) -> c_int {
+    // SAFETY: called by Lua. `check_thread` gives a live object; the outcome is turned
+    // into plain data (the OS error text copied to a stack buffer) before any push.
+    unsafe {
+        let thread = check_thread(l, 1);
+        let detached = ffi::lua_toboolean(l, 2) != 0;
+        let joinable = if ffi::lua_type(l, 3) == ffi::LUA_TNONE {
+            !detached
+        } else {
+            ffi::lua_toboolean(l, 3) != 0
+        };
+        let mut text = ErrorText::default();
+        let outcome = match (*thread).start(detached, joinable) {
+            Ok(()) => None,
+            Err(StartError::AlreadyStarted) => Some("Thread already started."),
+            Err(StartError::Os(e)) => Some(text.set(&e)),
+        };
+        match outcome {
+            None => {
+                ffi::lua_settop(l, 1);
+                1
+            }
+            Some(msg) => fail(l, msg),
+        }
+    }
+}
+
+/// An OS error message in a fixed buffer, so no heap value is alive when it is pushed.
+struct ErrorText {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Default for ErrorText {
+    fn default() -> ErrorText {
+        ErrorText {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl ErrorText {
+    /// Stores the system's text for `e` (as `strerror` gives it) and returns it.
+    fn set(&mut self, e: &std::io::Error) -> &str {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+        let text = e.to_string();
+        // Rust appends " (os error N)"; the C original gives the bare strerror text.
+        let bare = text.split(" (os error").next().unwrap_or("");
+        let _ = cursor.write_all(bare.as_bytes());
+        self.len = cursor.position() as usize;
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("thread creation failed")
+    }
+}
+
+unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
+    // SAFETY: called by Lua. Arguments are checked before the join; a state handed
+    // back by `join` is dropped inside `push_results` before anything is raised.
+    unsafe {
+        let thread = check_thread(l, 1);
+        let timeout = if ffi::lua_isnoneornil(l, 2) != 0 {
+            None
+        } else {
+            duration_from_ms(ffi::luaL_checknumber(l, 2))
+        };
+        match (*thread).join(timeout) {
+            Err(refusal) => fail(l, refusal.message()),
+            Ok(Joined::Timeout) => fail(l, "timeout"),
+            Ok(Joined::Closed) => {
+                ffi::lua_pushboolean(l, 1);
+                1
+            }
+            Ok(Joined::State(state, status)) => match push_results(l, state, status) {
+                Ok(n) => n,
+                Err(what) => raise(l, what),
+            },
+        }
+    }
+}
+
+/// Milliseconds to a timeout; negative, NaN or absurdly large means no limit.
+fn duration_from_ms(ms: f64) -> Option<Duration> {
+    (ms >= 0.0)
+        .then(|| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .flatten()
+}
+
+/// Pushes `true, results...` or `false, "Error from child thread: " .. msg`, then
+/// closes the child state.
+///
+/// # Safety
+/// `l` is the calling state; `state` finished running (its stack is
+/// `[handler, results...]` with room left by the child runtime).
+unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<c_int, Raise> {
+    let c = state.raw();
+    let mut too_deep = false;
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: protected on the parent `l`; the finished child `c` is only read.
+        unsafe {
+            if status != ffi::LUA_OK {
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_pushstring(l, c"Error from child thread: ".as_ptr());
+                push_error_text(c, l);
+                ffi::lua_concat(l, 2);
+                return 2;
+            }
+            ffi::lua_pushboolean(l, 1);
+            match copy_values(c, l, 2, ffi::lua_gettop(c), Unsupported::Describe) {
+                Ok(n) => n + 1,
+                Err(_) => {
+                    too_deep = true;
+                    0
+                }
+            }
+        }
+    };
+    // SAFETY: `l` has LUA_MINSTACK slots in a C function; the body keeps its contract.
+    let base = unsafe { ffi::lua_gettop(l) };
+    let status = unsafe { protected(l, 0, ffi::LUA_MULTRET, &mut body) };
+    drop(state);
+    if status != ffi::LUA_OK {
+        return Err(Raise::Top);
+    }
+    if too_deep {
+        return Err(Raise::TooDeep);
+    }
+    // SAFETY: `l` is valid.
+    Ok(unsafe { ffi::lua_gettop(l) } - base)
+}
+
+unsafe extern "C-unwind" fn l_alive(l: RawState) -> c_int {
+    // SAFETY: called by Lua; nothing owned across the pushes.
+    unsafe {
+        let thread = check_thread(l, 1);
+        match (*thread).alive() {
+            Ok(alive) => {
+                ffi::lua_pushboolean(l, alive as c_int);
+                1
+            }
+            Err(refusal) => fail(l, refusal.message()),
+        }
+    }
+}
+
+/// Generates the three flag getters.
+macro_rules! flag_getter {
+    ($name:ident, $method:ident) => {
+        unsafe extern "C-unwind" fn $name(l: RawState) -> c_int {
+            // SAFETY: called by Lua; nothing owned across the push.
+            unsafe {
+                let thread = check_thread(l, 1);
+                ffi::lua_pushboolean(l, (*thread).$method() as c_int);
+            }
+            1
+        }
+    };
+}
+flag_getter!(l_started, started);
+flag_getter!(l_detached, detached);
+flag_getter!(l_joinable, joinable);
+
+unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
+    // SAFETY: called by Lua; nothing owned.
+    unsafe {
+        let thread = check_thread(l, 1);
+        let how = if ffi::lua_isnoneornil(l, 2) != 0 {
+            Interrupt::Once
+        } else if ffi::lua_toboolean(l, 2) != 0 {
+            Interrupt::Always
+        } else {
+            Interrupt::Remove
+        };
+        let module = (*thread).module();
+        (*thread).interrupt(how, |state, how| set_interrupt_hook(state, how, module));
+    }
+    0
+}
+
+/// Installs or removes the interrupt hook on a child state.
+fn set_interrupt_hook(state: RawState, how: Interrupt, module: Module) {
+    const MASK: c_int = ffi::LUA_MASKCALL | ffi::LUA_MASKRET | ffi::LUA_MASKCOUNT;
+    let hook: Option<ffi::lua_Hook> = match (how, module) {
+        (Interrupt::Remove, _) => None,
+        (Interrupt::Once, Module::Llthreads) => Some(hook_once::<false>),
+        (Interrupt::Once, Module::Llthreads2) => Some(hook_once::<true>),
+        (Interrupt::Always, Module::Llthreads) => Some(hook_always::<false>),
+        (Interrupt::Always, Module::Llthreads2) => Some(hook_always::<true>),
+    };
+    let (mask, count) = if hook.is_some() { (MASK, 1) } else { (0, 0) };
+    // SAFETY: `lua_sethook` is the one Lua API call meant to be made asynchronously
+    // (from signal handlers or other threads); the state is alive (the caller holds
+    // the record's lock, or owns the unstarted state).
+    unsafe { ffi::lua_sethook(state, hook, mask, count) };
+}
+
+/// The interrupt hook that fires once, then removes itself (so `pcall` can catch it).
+unsafe extern "C-unwind" fn hook_once<const V2: bool>(l: RawState, _ar: *mut ffi::lua_Debug) {
+    // SAFETY: Lua runs hooks in the child's thread, where raising is allowed; this
+    // frame owns nothing.
+    unsafe {
+        ffi::lua_sethook(l, None, 0, 0);
+        raise_interrupted::<V2>(l)
+    }
+}
+
+/// The interrupt hook that fires on every event until removed.
+unsafe extern "C-unwind" fn hook_always<const V2: bool>(l: RawState, _ar: *mut ffi::lua_Debug) {
+    // SAFETY: as for `hook_once`.
+    unsafe { raise_interrupted::<V2>(l) }
+}
+
+/// # Safety
+/// Inside a hook on `l`.
+unsafe fn raise_interrupted<const V2: bool>(l: RawState) -> ! {
+    let module = if V2 {
+        Module::Llthreads2
+    } else {
+        Module::Llthreads
+    };
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushstring(l, module.interrupted_error().as_ptr());
+        raise_top(l)
+    }
+}
+
+unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {
+    // SAFETY: called by Lua (as `__gc`, or directly by a user). The slot is emptied
+    // before the object drops, so a second call or a later method sees "collected".
+    unsafe {
+        let slot = thread_slot(l, 1);
+        if !slot.is_null() && !(*slot).is_null() {
+            let thread = Box::from_raw(*slot);
+            *slot = std::ptr::null_mut();
+            drop(thread);
+        }
+    }
+    0
+}
+
+unsafe extern "C-unwind" fn l_tostring(l: RawState) -> c_int {
+    // SAFETY: called by Lua; raising allowed.
+    unsafe {
+        let p: *const c_void = ffi::lua_topointer(l, 1);
+        ffi::lua_pushfstring(l, c"llthreads.thread: %p".as_ptr(), p);
+    }
+    1
+}

@@ -1,0 +1,173 @@
+//! The child runtime: what runs on the new OS thread.
+//!
+//! The child state's stack, prepared by `new`, is `[traceback handler, chunk, args...]`.
+//! The chunk runs under `lua_pcall` with that handler; an error is reported through
+//! the child state's logger; then, depending on the mode, the child closes its own
+//! state or leaves it (with the results on its stack) for the parent's `join`.
+
+use std::ffi::c_int;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mlua::ffi;
+
+use crate::copy::SOURCE_SLOTS;
+use crate::ffi::{protected, string_at, RawState};
+use crate::record::Record;
+use crate::state::ChildState;
+
+/// Registry field holding a state's logger. A string key, so that every copy of this
+/// library loaded in the process (e.g. as `llthreads` and as `llthreads2`) finds it.
+pub const LOGGER_FIELD: &std::ffi::CStr = c"LLThread logger holder";
+
+/// Stack size of child threads: the glibc default for `pthread_create` here, so that
+/// C code recursing deeply in a child behaves as under the C original. Only touched
+/// pages cost memory.
+const STACK_SIZE: usize = 8 << 20;
+
+/// Who closes the child state when the chunk is done.
+pub enum Owner {
+    /// The child thread closes it (every mode but attached + joinable).
+    Child(ChildState),
+    /// The parent keeps it, and the results on it, for `join`.
+    Parent(RawState),
+}
+
+/// A raw state pointer handed to the child thread while the parent keeps ownership.
+struct Lent(RawState);
+
+// SAFETY: the parent does not use the state between `start` and the moment the record
+// says the child finished (it only reaches it through `Record::with_running_state`,
+// whose `lua_sethook` Lua permits from another thread).
+unsafe impl Send for Lent {}
+
+/// Starts the OS thread running the chunk prepared on `owner`'s state.
+pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<JoinHandle<()>> {
+    let builder = std::thread::Builder::new().stack_size(STACK_SIZE);
+    match owner {
+        Owner::Child(state) => builder.spawn(move || {
+            let status = run_chunk(state.raw(), &record);
+            drop(state);
+            record.finish(status);
+        }),
+        Owner::Parent(raw) => {
+            let lent = Lent(raw);
+            builder.spawn(move || {
+                let lent = lent;
+                let status = run_chunk(lent.0, &record);
+                record.finish(status);
+            })
+        }
+    }
+}
+
+/// Runs the chunk and reports its error; returns the chunk's `lua_pcall` status.
+fn run_chunk(l: RawState, record: &Record) -> c_int {
+    let mut status = ffi::LUA_OK;
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: runs protected on `l`, which only this thread uses; the frame holds
+        // `[handler, chunk, args...]` exactly as `new` left the stack.
+        unsafe {
+            status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 1);
+            // Room for the parent to read the results without growing this stack
+            // later, when growing could raise outside any protected call.
+            ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"no room for results".as_ptr());
+            if status != ffi::LUA_OK && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
+                // Messages are read as strings; convert here, where it may allocate.
+                ffi::lua_tolstring(l, -1, std::ptr::null_mut());
+            }
+            ffi::lua_gettop(l)
+        }
+    };
+    // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
+    // stack holds `[handler, chunk, args...]` with free slots left by `new`; (3) the
+    // body owns nothing and does not panic.
+    let outer = unsafe { protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body) };
+    if outer != ffi::LUA_OK {
+        // Only growing the stack can fail here (out of memory): report that instead.
+        status = outer;
+    }
+    record.code_ended();
+    // SAFETY: after `code_ended` no other thread reaches `l`; dropping a pending
+    // interrupt hook keeps it from firing in the logger or in finalizers.
+    unsafe { ffi::lua_sethook(l, None, 0, 0) };
+    if status != ffi::LUA_OK {
+        // SAFETY: same exclusive use of `l`; the error object is on top.
+        unsafe { report_error(l) };
+    }
+    status
+}
+
+/// The message handler the chunk runs under: appends a traceback to string errors and
+/// leaves other error values as they are.
+///
+/// # Safety
+/// Called by Lua as a message handler, with the error object at index 1.
+pub unsafe extern "C-unwind" fn traceback(l: RawState) -> c_int {
+    // SAFETY: Lua calls this inside the failing `lua_pcall`, so a raise (out of memory)
+    // turns into LUA_ERRERR there; this frame owns nothing.
+    unsafe {
+        if ffi::lua_type(l, 1) == ffi::LUA_TSTRING {
+            let msg = ffi::lua_tolstring(l, 1, std::ptr::null_mut());
+            ffi::luaL_traceback(l, l, msg, 1);
+        } else {
+            ffi::lua_settop(l, 1);
+        }
+    }
+    1
+}
+
+/// Passes `"Error from thread: " .. msg` to the state's logger, or writes it to stderr
+/// when there is none. An error raised by the logger is swallowed.
+///
+/// # Safety
+/// `l` is used by this thread only, with the error object on top and two free slots.
+unsafe fn report_error(l: RawState) {
+    let mut logger_failed = false;
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: runs protected on `l` (see `protected`); the error object is arg 1.
+        unsafe {
+            match ffi::lua_type(l, 1) {
+                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
+                    ffi::lua_pushstring(l, c"Error from thread: ".as_ptr());
+                    ffi::lua_pushvalue(l, 1);
+                    ffi::lua_concat(l, 2);
+                }
+                _ => {
+                    ffi::lua_pushstring(l, c"Error from thread: (no error message)".as_ptr());
+                }
+            }
+            ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, LOGGER_FIELD.as_ptr());
+            if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+                ffi::lua_settop(l, -2);
+                return 1; // the message, for stderr
+            }
+            ffi::lua_insert(l, -2);
+            if ffi::lua_pcall(l, 1, 0, 0) != ffi::LUA_OK {
+                logger_failed = true;
+            }
+            0
+        }
+    };
+    // SAFETY: the caller's contract; the body owns nothing and does not panic.
+    unsafe {
+        let base = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, -1);
+        let status = protected(l, 1, ffi::LUA_MULTRET, &mut body);
+        if status == ffi::LUA_OK {
+            if let Some(msg) = string_at(l, -1).filter(|_| ffi::lua_gettop(l) > base) {
+                let mut err = io::stderr().lock();
+                let _ = err.write_all(msg);
+                let _ = err.write_all(b"\n");
+                let _ = err.flush();
+            }
+        } else {
+            log::warn!("could not report a child's error (status {status})");
+        }
+        if logger_failed {
+            log::warn!("the child's logger raised an error; swallowed");
+        }
+        ffi::lua_settop(l, base);
+    }
+}

@@ -1,0 +1,75 @@
+//! `llthreads`: run Lua code on native OS threads, each thread with its own fresh Lua
+//! state. A drop-in replacement for the C module lua-llthreads2, loadable as
+//! `llthreads`, `llthreads2`, `llthreads.ex` and `llthreads2.ex` from one file.
+//!
+//! Data flows one way: the Lua-facing API ([`api`]) builds a child state ([`state`]),
+//! copying the arguments into it ([`copy`]); the parent-side object ([`thread`]) starts
+//! the child runtime ([`child`]) on an OS thread and shares a [`record`] with it; `join`
+//! copies the results back. Raw Lua calls that can raise are confined to [`ffi`].
+
+#![warn(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(any(
+    feature = "lua51",
+    feature = "lua52",
+    feature = "lua53",
+    feature = "lua54",
+    feature = "luajit"
+)))]
+compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua54 or luajit");
+
+mod api;
+mod child;
+mod copy;
+mod diag;
+mod ex;
+mod ffi;
+mod pin;
+mod record;
+mod state;
+mod thread;
+
+use std::ffi::c_int;
+
+use crate::api::Module;
+use crate::ffi::RawState;
+
+/// `require "llthreads"`.
+///
+/// # Safety
+/// Called by Lua's `require` with a valid state.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn luaopen_llthreads(l: RawState) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { api::open(l, Module::Llthreads) }
+}
+
+/// `require "llthreads2"`.
+///
+/// # Safety
+/// Called by Lua's `require` with a valid state.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn luaopen_llthreads2(l: RawState) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { api::open(l, Module::Llthreads2) }
+}
+
+/// `require "llthreads.ex"`.
+///
+/// # Safety
+/// Called by Lua's `require` with a valid state.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn luaopen_llthreads_ex(l: RawState) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { ex::open(l, c"llthreads") }
+}
+
+/// `require "llthreads2.ex"`.
+///
+/// # Safety
+/// Called by Lua's `require` with a valid state.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn luaopen_llthreads2_ex(l: RawState) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { ex::open(l, c"llthreads2") }
+}

@@ -1,0 +1,214 @@
+//! The parent's side of a thread: its flags and the lifecycle of the four modes.
+//!
+//! | detached | joinable | `join` gives          | child state closed by | on collection     | OS detach  |
+//! |----------|----------|-----------------------|-----------------------|-------------------|------------|
+//! | false    | false    | `true`                | the child             | waits             | never      |
+//! | false    | true     | `true, results...`    | the parent, in `join` | waits, then frees | never      |
+//! | true     | false    | refused               | the child             | nothing           | at `start` |
+//! | true     | true     | `true`                | the child             | detaches          | collection |
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::api::Module;
+use crate::child::{self, Owner};
+use crate::ffi::RawState;
+use crate::record::Record;
+use crate::state::ChildState;
+
+/// Why `join` or `alive` refused to look at the thread (messages as in COMPAT.md).
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    NotStarted,
+    Detached,
+    AlreadyJoined,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NotStarted => "Can't join a thread that hasn't be started.",
+            Refusal::Detached => "Can't join a thread that has been detached.",
+            Refusal::AlreadyJoined => "Can't join a thread that has already been joined.",
+        }
+    }
+}
+
+pub enum StartError {
+    AlreadyStarted,
+    Os(io::Error),
+}
+
+/// What a successful wait in `join` produced.
+pub enum Joined {
+    /// Still running when the timeout passed.
+    Timeout,
+    /// Finished; the child closed its own state.
+    Closed,
+    /// Finished; the parent now owns the state, results (or error) on its stack.
+    State(ChildState, std::ffi::c_int),
+}
+
+/// How `interrupt` should treat the child.
+#[derive(Clone, Copy)]
+pub enum Interrupt {
+    Once,
+    Always,
+    Remove,
+}
+
+pub struct Thread {
+    /// The module that made it: names the interrupt error.
+    module: Module,
+    started: bool,
+    detached: bool,
+    joinable: bool,
+    joined: bool,
+    /// Owned here before `start`, and after it in the attached joinable mode.
+    state: Option<ChildState>,
+    record: Option<Arc<Record>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Thread {
+    pub fn new(module: Module, state: ChildState) -> Thread {
+        Thread {
+            module,
+            started: false,
+            detached: false,
+            joinable: false,
+            joined: false,
+            state: Some(state),
+            record: None,
+            handle: None,
+        }
+    }
+
+    pub fn module(&self) -> Module {
+        self.module
+    }
+    pub fn started(&self) -> bool {
+        self.started
+    }
+    pub fn detached(&self) -> bool {
+        self.detached
+    }
+    pub fn joinable(&self) -> bool {
+        self.joinable
+    }
+
+    pub fn start(&mut self, detached: bool, joinable: bool) -> Result<(), StartError> {
+        if self.started {
+            return Err(StartError::AlreadyStarted);
+        }
+        let Some(state) = self.state.take() else {
+            return Err(StartError::AlreadyStarted);
+        };
+        let record = Arc::new(Record::new(state.raw()));
+        let parent_owns = !detached && joinable;
+        let (owner, kept) = if parent_owns {
+            (Owner::Parent(state.raw()), Some(state))
+        } else {
+            (Owner::Child(state), None)
+        };
+        match child::spawn(owner, Arc::clone(&record)) {
+            Ok(handle) => {
+                self.started = true;
+                self.detached = detached;
+                self.joinable = joinable;
+                self.state = kept;
+                self.record = Some(record);
+                // Detached and not joinable: nobody will ever join, let the OS reap it.
+                self.handle = if detached && !joinable {
+                    None
+                } else {
+                    Some(handle)
+                };
+                Ok(())
+            }
+            Err(e) => {
+                // The closure, and the state if it owned it, were dropped by `spawn`.
+                log::warn!("could not create a thread: {e}");
+                Err(StartError::Os(e))
+            }
+        }
+    }
+
+    fn check_joinable(&self) -> Result<&Arc<Record>, Refusal> {
+        if !self.started {
+            return Err(Refusal::NotStarted);
+        }
+        if self.detached && !self.joinable {
+            return Err(Refusal::Detached);
+        }
+        if self.joined {
+            return Err(Refusal::AlreadyJoined);
+        }
+        self.record.as_ref().ok_or(Refusal::NotStarted)
+    }
+
+    /// `None` waits as long as it takes.
+    pub fn join(&mut self, timeout: Option<Duration>) -> Result<Joined, Refusal> {
+        let record = self.check_joinable()?;
+        let finished = match timeout {
+            Some(t) if t.is_zero() => record.is_finished(),
+            _ => record.wait(timeout),
+        };
+        if !finished {
+            return Ok(Joined::Timeout);
+        }
+        let status = record.status();
+        self.reap();
+        self.joined = true;
+        Ok(match self.state.take() {
+            Some(state) => Joined::State(state, status),
+            None => Joined::Closed,
+        })
+    }
+
+    pub fn alive(&self) -> Result<bool, Refusal> {
+        Ok(!self.check_joinable()?.is_finished())
+    }
+
+    /// Sets or removes the interrupt hook. Before `start` it applies to the prepared
+    /// state (the thread is interrupted as soon as it runs); once the child's code has
+    /// ended, or its state is gone, it does nothing.
+    pub fn interrupt(&self, how: Interrupt, hook: impl Fn(RawState, Interrupt)) {
+        if !self.started {
+            if let Some(state) = &self.state {
+                hook(state.raw(), how);
+            }
+        } else if let Some(record) = &self.record {
+            record.with_running_state(|l| hook(l, how));
+        }
+    }
+
+    /// Joins the OS thread once the record says it finished (a short wait at most).
+    fn reap(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Collection, per mode. Written as `Drop` so that no path can free a state the child
+/// still runs on.
+impl Drop for Thread {
+    fn drop(&mut self) {
+        if !self.started || self.joined {
+            return; // drops the unstarted state, or nothing is left
+        }
+        if self.detached {
+            // Dropping the handle detaches a joinable detached thread; it goes on alone.
+            log::debug!("thread object collected; detached thread left running");
+            return;
+        }
+        if let Some(record) = &self.record {
+            record.wait(None);
+        }
+        self.reap();
+        // In the attached joinable mode the state, with unread results, drops after this.
+    }
+}
