@@ -4,6 +4,7 @@
 //! (`llthreads.set_memory_limit`, PUC Lua only: LuaJIT's 64-bit GC cannot take a
 //! custom allocator).
 
+#[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
 
 use mlua::ffi;
@@ -11,6 +12,7 @@ use mlua::ffi;
 use crate::ffi::RawState;
 
 /// The allocator's bookkeeping for a state with a memory limit.
+#[cfg_attr(feature = "luajit", allow(dead_code))]
 struct Budget {
     limit: usize,
     used: usize,
@@ -136,9 +138,9 @@ unsafe extern "C" fn limited_alloc(
 unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     // SAFETY: Lua calls this with the error object on top of `l`.
     let msg = unsafe { crate::ffi::string_at(l, -1) }.unwrap_or(b"(error object is not a string)");
-    log::error!(
-        "unprotected error in a child Lua state: {}",
-        String::from_utf8_lossy(msg)
-    );
+    let mut err = std::io::stderr().lock();
+    let _ = std::io::Write::write_all(&mut err, b"PANIC: unprotected error in call to Lua API (");
+    let _ = std::io::Write::write_all(&mut err, msg);
+    let _ = std::io::Write::write_all(&mut err, b")\n");
     0
 }
