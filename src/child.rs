@@ -8,23 +8,18 @@
 use std::ffi::c_int;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use mlua::ffi;
 
 use crate::copy::SOURCE_SLOTS;
 use crate::ffi::{protected, string_at, RawState};
+use crate::pool;
 use crate::record::Record;
 use crate::state::ChildState;
 
 /// Registry field holding a state's logger. A string key, so that every copy of this
 /// library loaded in the process (e.g. as `llthreads` and as `llthreads2`) finds it.
 pub const LOGGER_FIELD: &std::ffi::CStr = c"LLThread logger holder";
-
-/// Stack size of child threads: the glibc default for `pthread_create` here, so that
-/// C code recursing deeply in a child behaves as under the C original. Only touched
-/// pages cost memory.
-const STACK_SIZE: usize = 8 << 20;
 
 /// Who closes the child state when the chunk is done.
 pub enum Owner {
@@ -42,23 +37,41 @@ struct Lent(RawState);
 // whose `lua_sethook` Lua permits from another thread).
 unsafe impl Send for Lent {}
 
-/// Starts the OS thread running the chunk prepared on `owner`'s state.
-pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<JoinHandle<()>> {
-    let builder = std::thread::Builder::new().stack_size(STACK_SIZE);
+/// Starts the chunk prepared on `owner`'s state on a thread of its own (from the pool).
+pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<()> {
     match owner {
-        Owner::Child(state) => builder.spawn(move || {
+        Owner::Child(state) => pool::submit(Box::new(move || {
+            let guard = FinishOnUnwind(&record);
             let status = run_chunk(state.raw(), &record);
             drop(state);
-            record.finish(status);
-        }),
+            guard.finish(status);
+        })),
         Owner::Parent(raw) => {
             let lent = Lent(raw);
-            builder.spawn(move || {
+            pool::submit(Box::new(move || {
                 let lent = lent;
+                let guard = FinishOnUnwind(&record);
                 let status = run_chunk(lent.0, &record);
-                record.finish(status);
-            })
+                guard.finish(status);
+            }))
         }
+    }
+}
+
+/// Marks the record finished even if the child runtime panicked (a bug), so that a
+/// `join` waiting on it returns an error instead of hanging.
+struct FinishOnUnwind<'a>(&'a Record);
+
+impl FinishOnUnwind<'_> {
+    fn finish(self, status: c_int) {
+        self.0.finish(status);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FinishOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.finish(ffi::LUA_ERRRUN);
     }
 }
 

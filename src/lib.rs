@@ -25,6 +25,7 @@ mod diag;
 mod ex;
 mod ffi;
 mod pin;
+mod pool;
 mod record;
 mod state;
 mod thread;

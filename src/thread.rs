@@ -1,15 +1,17 @@
 //! The parent's side of a thread: its flags and the lifecycle of the four modes.
 //!
-//! | detached | joinable | `join` gives          | child state closed by | on collection     | OS detach  |
-//! |----------|----------|-----------------------|-----------------------|-------------------|------------|
-//! | false    | false    | `true`                | the child             | waits             | never      |
-//! | false    | true     | `true, results...`    | the parent, in `join` | waits, then frees | never      |
-//! | true     | false    | refused               | the child             | nothing           | at `start` |
-//! | true     | true     | `true`                | the child             | detaches          | collection |
+//! | detached | joinable | `join` gives          | child state closed by | on collection     |
+//! |----------|----------|-----------------------|-----------------------|-------------------|
+//! | false    | false    | `true`                | the child             | waits             |
+//! | false    | true     | `true, results...`    | the parent, in `join` | waits, then frees |
+//! | true     | false    | refused               | the child             | nothing           |
+//! | true     | true     | `true`                | the child             | lets it go        |
+//!
+//! Threads come from a pool (`pool.rs`), so there is no OS thread to join or detach:
+//! the record tells when the child is done, its own state closed where it owns it.
 
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::api::Module;
@@ -69,7 +71,6 @@ pub struct Thread {
     /// Owned here before `start`, and after it in the attached joinable mode.
     state: Option<ChildState>,
     record: Option<Arc<Record>>,
-    handle: Option<JoinHandle<()>>,
 }
 
 impl Thread {
@@ -82,7 +83,6 @@ impl Thread {
             joined: false,
             state: Some(state),
             record: None,
-            handle: None,
         }
     }
 
@@ -114,22 +114,16 @@ impl Thread {
             (Owner::Child(state), None)
         };
         match child::spawn(owner, Arc::clone(&record)) {
-            Ok(handle) => {
+            Ok(()) => {
                 self.started = true;
                 self.detached = detached;
                 self.joinable = joinable;
                 self.state = kept;
                 self.record = Some(record);
-                // Detached and not joinable: nobody will ever join, let the OS reap it.
-                self.handle = if detached && !joinable {
-                    None
-                } else {
-                    Some(handle)
-                };
                 Ok(())
             }
             Err(e) => {
-                // The closure, and the state if it owned it, were dropped by `spawn`.
+                // The job, and the state if it owned it, were dropped by `spawn`.
                 log::warn!("could not create a thread: {e}");
                 Err(StartError::Os(e))
             }
@@ -160,7 +154,6 @@ impl Thread {
             return Ok(Joined::Timeout);
         }
         let status = record.status();
-        self.reap();
         self.joined = true;
         Ok(match self.state.take() {
             Some(state) => Joined::State(state, status),
@@ -184,13 +177,6 @@ impl Thread {
             record.with_running_state(|l| hook(l, how));
         }
     }
-
-    /// Joins the OS thread once the record says it finished (a short wait at most).
-    fn reap(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Collection, per mode. Written as `Drop` so that no path can free a state the child
@@ -201,14 +187,12 @@ impl Drop for Thread {
             return; // drops the unstarted state, or nothing is left
         }
         if self.detached {
-            // Dropping the handle detaches a joinable detached thread; it goes on alone.
             log::debug!("thread object collected; detached thread left running");
             return;
         }
         if let Some(record) = &self.record {
             record.wait(None);
         }
-        self.reap();
         // In the attached joinable mode the state, with unread results, drops after this.
     }
 }
