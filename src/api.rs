@@ -525,6 +525,7 @@ unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<
     let base = unsafe { ffi::lua_gettop(l) };
     let status = unsafe { protected(l, 0, ffi::LUA_MULTRET, &mut body) };
     drop(state);
+    log::debug!("parent closed the child state in join");
     if status != ffi::LUA_OK {
         return Err(Raise::Top);
     }

@@ -44,6 +44,7 @@ pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<()> {
             let guard = FinishOnUnwind(&record);
             let status = run_chunk(state.raw(), &record);
             drop(state);
+            log::debug!("child thread closed its own state");
             guard.finish(status);
         })),
         Owner::Parent(raw) => {

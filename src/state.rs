@@ -89,7 +89,6 @@ impl Drop for ChildState {
             ffi::lua_sethook(self.raw, None, 0, 0);
             ffi::lua_close(self.raw);
         }
-        log::trace!("child state closed");
         // `budget` drops after the state that used it.
         let _ = self.budget.take();
     }
