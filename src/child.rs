@@ -37,10 +37,10 @@ struct Lent(RawState);
 // whose `lua_sethook` Lua permits from another thread).
 unsafe impl Send for Lent {}
 
-/// Starts the chunk prepared on `owner`'s state on a thread of its own (from the pool).
-pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<()> {
+/// Runs the chunk prepared on `owner`'s state on the reserved worker thread.
+pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
     match owner {
-        Owner::Child(state) => pool::submit(Box::new(move || {
+        Owner::Child(state) => worker.run(Box::new(move || {
             let guard = FinishOnUnwind(&record);
             let status = run_chunk(state.raw(), &record);
             drop(state);
@@ -49,7 +49,7 @@ pub fn spawn(owner: Owner, record: Arc<Record>) -> io::Result<()> {
         })),
         Owner::Parent(raw) => {
             let lent = Lent(raw);
-            pool::submit(Box::new(move || {
+            worker.run(Box::new(move || {
                 let lent = lent;
                 let guard = FinishOnUnwind(&record);
                 let status = run_chunk(lent.0, &record);

@@ -27,79 +27,140 @@ const MAX_IDLE: usize = 64;
 /// pages cost memory.
 const STACK_SIZE: usize = 8 << 20;
 
-/// Where a parked worker receives its next job.
+enum Mail {
+    Empty,
+    Job(Job),
+    /// A reserved worker that will get no job after all.
+    Quit,
+}
+
+/// Where a worker receives its next job.
 struct Mailbox {
-    job: Mutex<Option<Job>>,
+    mail: Mutex<Mail>,
     arrived: Condvar,
+}
+
+impl Mailbox {
+    fn post(&self, mail: Mail) {
+        *self.mail.lock() = mail;
+        self.arrived.notify_one();
+    }
 }
 
 /// Parked workers, the most recently parked last (its stack is the warmest).
 static IDLE: Mutex<Vec<Arc<Mailbox>>> = Mutex::new(Vec::new());
 
-/// Runs `job` on a thread of its own: a parked worker, or a new thread.
-pub fn submit(job: Job) -> io::Result<()> {
-    let parked = IDLE.lock().pop();
-    match parked {
-        Some(mailbox) => {
-            *mailbox.job.lock() = Some(job);
-            mailbox.arrived.notify_one();
-            Ok(())
+/// A worker set aside for one job: getting one is the only step that can fail (the OS
+/// may refuse a new thread), so callers reserve before giving up anything they own.
+pub struct Reserved(Option<Arc<Mailbox>>);
+
+/// Reserves a parked worker, or starts a new thread waiting for its first job.
+pub fn reserve() -> io::Result<Reserved> {
+    if let Some(mailbox) = IDLE.lock().pop() {
+        return Ok(Reserved(Some(mailbox)));
+    }
+    let mailbox = Arc::new(Mailbox {
+        mail: Mutex::new(Mail::Empty),
+        arrived: Condvar::new(),
+    });
+    let theirs = Arc::clone(&mailbox);
+    std::thread::Builder::new()
+        .stack_size(STACK_SIZE)
+        .spawn(move || work(theirs))?;
+    Ok(Reserved(Some(mailbox)))
+}
+
+impl Reserved {
+    /// Runs `job` on the reserved worker.
+    pub fn run(mut self, job: Job) {
+        if let Some(mailbox) = self.0.take() {
+            mailbox.post(Mail::Job(job));
         }
-        None => std::thread::Builder::new()
-            .stack_size(STACK_SIZE)
-            .spawn(move || work(job))
-            .map(drop),
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(mailbox) = self.0.take() {
+            mailbox.post(Mail::Quit);
+        }
     }
 }
 
 /// A worker's life: run jobs until none comes within the idle timeout.
-fn work(first: Job) {
-    let mailbox = Arc::new(Mailbox {
-        job: Mutex::new(None),
-        arrived: Condvar::new(),
-    });
-    let mut job = first;
-    loop {
+fn work(mailbox: Arc<Mailbox>) {
+    // Reserved before it started: its first job (or `Quit`) is on the way.
+    let mut next = match receive(&mailbox, None) {
+        Got::Job(job) => Some(job),
+        Got::Quit | Got::Timeout => None,
+    };
+    while let Some(job) = next {
         // A panic would mean a bug in this library; the thread must not carry on with
         // whatever it left half done, so it stops instead of going back to the pool.
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             log::error!("a worker thread panicked; it exits");
             return;
         }
-        match park(&mailbox) {
-            Some(next) => job = next,
-            None => return,
+        next = park(&mailbox);
+    }
+}
+
+enum Got {
+    Job(Job),
+    Quit,
+    Timeout,
+}
+
+/// Waits for mail, at most `timeout` (`None`: no limit).
+fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
+    let mut mail = mailbox.mail.lock();
+    loop {
+        match std::mem::replace(&mut *mail, Mail::Empty) {
+            Mail::Job(job) => return Got::Job(job),
+            Mail::Quit => return Got::Quit,
+            Mail::Empty => {}
+        }
+        match timeout {
+            Some(t) => {
+                if mailbox.arrived.wait_for(&mut mail, t).timed_out()
+                    && matches!(*mail, Mail::Empty)
+                {
+                    return Got::Timeout;
+                }
+            }
+            None => mailbox.arrived.wait(&mut mail),
         }
     }
 }
 
-/// Parks until a job arrives; `None` when the worker should exit instead.
+/// Parks in the idle list until a job arrives; `None` when the worker should exit.
 fn park(mailbox: &Arc<Mailbox>) -> Option<Job> {
-    {
-        let mut idle = IDLE.lock();
-        if idle.len() >= MAX_IDLE {
-            return None;
-        }
-        idle.push(Arc::clone(mailbox));
-    }
-    let mut slot = mailbox.job.lock();
     loop {
-        if let Some(job) = slot.take() {
-            return Some(job);
-        }
-        if mailbox
-            .arrived
-            .wait_for(&mut slot, IDLE_TIMEOUT)
-            .timed_out()
-            && slot.is_none()
         {
-            // Leave the idle list, unless a submitter already took this mailbox out
-            // of it: then its job is on the way and the worker must wait for it.
             let mut idle = IDLE.lock();
-            if let Some(pos) = idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
-                idle.swap_remove(pos);
+            if idle.len() >= MAX_IDLE {
                 return None;
             }
+            idle.push(Arc::clone(mailbox));
+        }
+        let got = match receive(mailbox, Some(IDLE_TIMEOUT)) {
+            Got::Timeout => {
+                // Leave the idle list, unless a `reserve` has already taken this
+                // mailbox out of it: then mail is on the way, so wait for it.
+                let mut idle = IDLE.lock();
+                if let Some(pos) = idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
+                    idle.swap_remove(pos);
+                    return None;
+                }
+                drop(idle);
+                receive(mailbox, None)
+            }
+            got => got,
+        };
+        match got {
+            Got::Job(job) => return Some(job),
+            // Reserved, then released unused: park again.
+            Got::Quit | Got::Timeout => continue,
         }
     }
 }
@@ -119,11 +180,10 @@ mod tests {
         for _ in 0..10 {
             let rx = Arc::clone(&release_rx);
             let done = done_tx.clone();
-            submit(Box::new(move || {
+            reserve().unwrap().run(Box::new(move || {
                 rx.lock().unwrap().recv().unwrap();
                 done.send(()).unwrap();
-            }))
-            .unwrap();
+            }));
         }
         for _ in 0..10 {
             release_tx.send(()).unwrap();
@@ -134,6 +194,18 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_dropped_unused_lets_its_thread_go() {
+        // The worker must not wait forever for a job that never comes; it parks (or
+        // exits) and can be reserved again.
+        drop(reserve().unwrap());
+        let (tx, rx) = mpsc::channel();
+        reserve()
+            .unwrap()
+            .run(Box::new(move || tx.send(()).unwrap()));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
     fn finished_workers_are_reused() {
         // Sequential jobs, each submitted after the previous one's worker had time to
         // park: without reuse every job would need a new thread.
@@ -141,10 +213,9 @@ mod tests {
         let mut threads = std::collections::HashSet::new();
         for _ in 0..40 {
             let t = tx.clone();
-            submit(Box::new(move || {
+            reserve().unwrap().run(Box::new(move || {
                 t.send(std::thread::current().id()).unwrap()
-            }))
-            .unwrap();
+            }));
             threads.insert(rx.recv_timeout(Duration::from_secs(10)).unwrap());
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::api::Module;
 use crate::child::{self, Owner};
 use crate::ffi::RawState;
+use crate::pool;
 use crate::record::Record;
 use crate::state::ChildState;
 
@@ -103,31 +104,28 @@ impl Thread {
         if self.started {
             return Err(StartError::AlreadyStarted);
         }
+        // Reserve the OS thread first: if the OS refuses one, nothing is given up and
+        // `start` can be tried again.
+        let worker = pool::reserve().map_err(|e| {
+            log::warn!("could not create a thread: {e}");
+            StartError::Os(e)
+        })?;
         let Some(state) = self.state.take() else {
             return Err(StartError::AlreadyStarted);
         };
         let record = Arc::new(Record::new(state.raw()));
-        let parent_owns = !detached && joinable;
-        let (owner, kept) = if parent_owns {
+        let (owner, kept) = if !detached && joinable {
             (Owner::Parent(state.raw()), Some(state))
         } else {
             (Owner::Child(state), None)
         };
-        match child::spawn(owner, Arc::clone(&record)) {
-            Ok(()) => {
-                self.started = true;
-                self.detached = detached;
-                self.joinable = joinable;
-                self.state = kept;
-                self.record = Some(record);
-                Ok(())
-            }
-            Err(e) => {
-                // The job, and the state if it owned it, were dropped by `spawn`.
-                log::warn!("could not create a thread: {e}");
-                Err(StartError::Os(e))
-            }
-        }
+        child::spawn(worker, owner, Arc::clone(&record));
+        self.started = true;
+        self.detached = detached;
+        self.joinable = joinable;
+        self.state = kept;
+        self.record = Some(record);
+        Ok(())
     }
 
     fn check_joinable(&self) -> Result<&Arc<Record>, Refusal> {
