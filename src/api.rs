@@ -16,8 +16,9 @@ use crate::copy::{copy_values, CopyError, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
 use crate::ffi::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
 };
+use crate::interrupt::Request;
 use crate::state::ChildState;
-use crate::thread::{Interrupt, Joined, StartError, Thread};
+use crate::thread::{Joined, StartError, Thread};
 
 pub const VERSION: (ffi::lua_Integer, ffi::lua_Integer, ffi::lua_Integer) = (0, 1, 0);
 const VERSION_STRING: &CStr = c"0.1.0";
@@ -571,65 +572,16 @@ unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let thread = check_thread(l, 1);
-        let how = if ffi::lua_isnoneornil(l, 2) != 0 {
-            Interrupt::Once
+        let request = if ffi::lua_isnoneornil(l, 2) != 0 {
+            Request::Once
         } else if ffi::lua_toboolean(l, 2) != 0 {
-            Interrupt::Always
+            Request::Always
         } else {
-            Interrupt::Remove
+            Request::Remove
         };
-        let module = (*thread).module();
-        (*thread).interrupt(how, |state, how| set_interrupt_hook(state, how, module));
+        (*thread).interrupt(request);
     }
     0
-}
-
-/// Installs or removes the interrupt hook on a child state.
-fn set_interrupt_hook(state: RawState, how: Interrupt, module: Module) {
-    const MASK: c_int = ffi::LUA_MASKCALL | ffi::LUA_MASKRET | ffi::LUA_MASKCOUNT;
-    let hook: Option<ffi::lua_Hook> = match (how, module) {
-        (Interrupt::Remove, _) => None,
-        (Interrupt::Once, Module::Llthreads) => Some(hook_once::<false>),
-        (Interrupt::Once, Module::Llthreads2) => Some(hook_once::<true>),
-        (Interrupt::Always, Module::Llthreads) => Some(hook_always::<false>),
-        (Interrupt::Always, Module::Llthreads2) => Some(hook_always::<true>),
-    };
-    let (mask, count) = if hook.is_some() { (MASK, 1) } else { (0, 0) };
-    // SAFETY: `lua_sethook` is the one Lua API call meant to be made asynchronously
-    // (from signal handlers or other threads); the state is alive (the caller holds
-    // the record's lock, or owns the unstarted state).
-    unsafe { ffi::lua_sethook(state, hook, mask, count) };
-}
-
-/// The interrupt hook that fires once, then removes itself (so `pcall` can catch it).
-unsafe extern "C-unwind" fn hook_once<const V2: bool>(l: RawState, _ar: *mut ffi::lua_Debug) {
-    // SAFETY: Lua runs hooks in the child's thread, where raising is allowed; this
-    // frame owns nothing.
-    unsafe {
-        ffi::lua_sethook(l, None, 0, 0);
-        raise_interrupted::<V2>(l)
-    }
-}
-
-/// The interrupt hook that fires on every event until removed.
-unsafe extern "C-unwind" fn hook_always<const V2: bool>(l: RawState, _ar: *mut ffi::lua_Debug) {
-    // SAFETY: as for `hook_once`.
-    unsafe { raise_interrupted::<V2>(l) }
-}
-
-/// # Safety
-/// Inside a hook on `l`.
-unsafe fn raise_interrupted<const V2: bool>(l: RawState) -> ! {
-    let module = if V2 {
-        Module::Llthreads2
-    } else {
-        Module::Llthreads
-    };
-    // SAFETY: see the function's contract.
-    unsafe {
-        ffi::lua_pushstring(l, module.interrupted_error().as_ptr());
-        raise_top(l)
-    }
 }
 
 unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {

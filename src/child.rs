@@ -97,15 +97,17 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
     // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
     // stack holds `[handler, chunk, args...]` with free slots left by `new`; (3) the
     // body owns nothing and does not panic.
-    let outer = unsafe { protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body) };
+    let outer = unsafe {
+        record.enter(l);
+        protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body)
+    };
     if outer != ffi::LUA_OK {
         // Only growing the stack can fail here (out of memory): report that instead.
         status = outer;
     }
-    record.code_ended();
-    // SAFETY: after `code_ended` no other thread reaches `l`; dropping a pending
-    // interrupt hook keeps it from firing in the logger or in finalizers.
-    unsafe { ffi::lua_sethook(l, None, 0, 0) };
+    // SAFETY: same thread and state as `enter`. The hook goes with it, so a pending
+    // interrupt cannot fire in the logger or in finalizers.
+    unsafe { record.code_ended(l) };
     if status != ffi::LUA_OK {
         // SAFETY: same exclusive use of `l`; the error object is on top.
         unsafe { report_error(l) };

@@ -24,6 +24,7 @@ mod copy;
 mod diag;
 mod ex;
 mod ffi;
+mod interrupt;
 mod pin;
 mod pool;
 mod record;

@@ -10,19 +10,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::api::Module;
 use crate::ffi::RawState;
-
-/// The child's state pointer while its code may still run, so `interrupt` can reach it.
-#[derive(Clone, Copy)]
-struct Running(RawState);
-
-// SAFETY: the pointer is only dereferenced (by `lua_sethook`, which Lua allows from
-// other threads) while the record's mutex is held and the child has not yet declared
-// its code ended; the child clears it under the same mutex before closing the state.
-unsafe impl Send for Running {}
+use crate::interrupt::{self, Interruptor, Request};
 
 struct Progress {
-    running: Option<Running>,
+    /// The OS thread running the chunk, from `enter` until `code_ended`: the only
+    /// window in which an interrupt is delivered by signal.
+    thread: Option<libc::pthread_t>,
+    /// The chunk has returned: interrupts no longer apply.
+    code_ended: bool,
     finished: bool,
     /// `lua_pcall` status of the chunk; meaningful once `finished`.
     status: c_int,
@@ -31,39 +28,68 @@ struct Progress {
 pub struct Record {
     progress: Mutex<Progress>,
     done: Condvar,
+    interruptor: Interruptor,
 }
 
 impl Record {
-    pub fn new(state: RawState) -> Record {
+    /// `pending` is an interrupt requested before `start`.
+    pub fn new(module: Module, pending: Request) -> Record {
         Record {
             progress: Mutex::new(Progress {
-                running: Some(Running(state)),
+                thread: None,
+                code_ended: false,
                 finished: false,
                 status: 0,
             }),
             done: Condvar::new(),
+            interruptor: Interruptor::new(module, pending),
         }
     }
 
-    /// Runs `f` on the child's state if its code may still be running; the lock is
-    /// held meanwhile, so the child cannot close the state under `f`.
-    pub fn with_running_state(&self, f: impl FnOnce(RawState)) {
+    /// Called on the child's thread just before its chunk runs.
+    ///
+    /// # Safety
+    /// `state` is the child's state, used by this thread only, until `code_ended`.
+    pub unsafe fn enter(&self, state: RawState) {
+        let mut progress = self.progress.lock();
+        // SAFETY: forwarded contract; the interruptor lives in `self`, which the
+        // child holds (an `Arc`) until after `code_ended`.
+        progress.thread = Some(unsafe { interrupt::enter(state, &self.interruptor) });
+    }
+
+    /// Records an interrupt request and, while the chunk runs, signals its thread.
+    /// Does nothing once the chunk has returned.
+    pub fn interrupt(&self, request: Request) {
         let progress = self.progress.lock();
-        if let Some(Running(state)) = progress.running {
-            f(state);
+        if progress.code_ended {
+            return;
+        }
+        self.interruptor.set(request);
+        if let (Some(thread), Request::Once | Request::Always) = (progress.thread, request) {
+            // The child clears `thread` under this lock before its thread moves on,
+            // so the thread is alive and still running this chunk.
+            interrupt::deliver(thread);
         }
     }
 
-    /// Called by the child when its chunk has returned: from now on nobody else may
-    /// touch its state.
-    pub fn code_ended(&self) {
-        self.progress.lock().running = None;
+    /// Called on the child's thread when its chunk has returned: from now on nobody
+    /// interrupts it, and its hook is gone.
+    ///
+    /// # Safety
+    /// The same thread and state as `enter`.
+    pub unsafe fn code_ended(&self, state: RawState) {
+        let mut progress = self.progress.lock();
+        progress.thread = None;
+        progress.code_ended = true;
+        // SAFETY: forwarded contract.
+        unsafe { interrupt::leave(state) };
     }
 
     /// Called by the child as its last act on the record.
     pub fn finish(&self, status: c_int) {
         let mut progress = self.progress.lock();
-        progress.running = None;
+        progress.thread = None;
+        progress.code_ended = true;
         progress.finished = true;
         progress.status = status;
         drop(progress);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::api::Module;
 use crate::child::{self, Owner};
-use crate::ffi::RawState;
+use crate::interrupt::Request;
 use crate::pool;
 use crate::record::Record;
 use crate::state::ChildState;
@@ -54,14 +54,6 @@ pub enum Joined {
     State(ChildState, std::ffi::c_int),
 }
 
-/// How `interrupt` should treat the child.
-#[derive(Clone, Copy)]
-pub enum Interrupt {
-    Once,
-    Always,
-    Remove,
-}
-
 pub struct Thread {
     /// The module that made it: names the interrupt error.
     module: Module,
@@ -72,6 +64,8 @@ pub struct Thread {
     /// Owned here before `start`, and after it in the attached joinable mode.
     state: Option<ChildState>,
     record: Option<Arc<Record>>,
+    /// An interrupt requested before `start`.
+    pending: Request,
 }
 
 impl Thread {
@@ -84,12 +78,10 @@ impl Thread {
             joined: false,
             state: Some(state),
             record: None,
+            pending: Request::None,
         }
     }
 
-    pub fn module(&self) -> Module {
-        self.module
-    }
     pub fn started(&self) -> bool {
         self.started
     }
@@ -113,7 +105,7 @@ impl Thread {
         let Some(state) = self.state.take() else {
             return Err(StartError::AlreadyStarted);
         };
-        let record = Arc::new(Record::new(state.raw()));
+        let record = Arc::new(Record::new(self.module, self.pending));
         let (owner, kept) = if !detached && joinable {
             (Owner::Parent(state.raw()), Some(state))
         } else {
@@ -163,16 +155,13 @@ impl Thread {
         Ok(!self.check_joinable()?.is_finished())
     }
 
-    /// Sets or removes the interrupt hook. Before `start` it applies to the prepared
-    /// state (the thread is interrupted as soon as it runs); once the child's code has
-    /// ended, or its state is gone, it does nothing.
-    pub fn interrupt(&self, how: Interrupt, hook: impl Fn(RawState, Interrupt)) {
-        if !self.started {
-            if let Some(state) = &self.state {
-                hook(state.raw(), how);
-            }
-        } else if let Some(record) = &self.record {
-            record.with_running_state(|l| hook(l, how));
+    /// Asks the child to raise `interrupted_error` (once, or on every event) or stops
+    /// asking. Before `start` the request waits for the thread to run; once the
+    /// child's code has finished it does nothing.
+    pub fn interrupt(&mut self, request: Request) {
+        match &self.record {
+            None => self.pending = request,
+            Some(record) => record.interrupt(request),
         }
     }
 }
