@@ -216,5 +216,28 @@ if H.is_jit then
       assert.are.equal(false, ok)
       H.assert_contains(err, llthreads.interrupted_error)
     end)
+
+    -- A pure arithmetic loop never leaves its trace once compiled, so the
+    -- documented way to keep a worker interruptible is to switch the JIT off
+    -- for it: for the whole chunk, or for one function.
+    for _, case in ipairs({
+      -- (Bounded, so that a failure ends the thread instead of hanging the suite.)
+      { "jit.off() for the whole chunk",
+        "jit.off() local n = 0 for i = 1, 3e9 do n = n + 1 end return 'not interrupted'" },
+      { "jit.off(fn, true) for one function",
+        "local function work() local n = 0 for i = 1, 3e9 do n = n + 1 end end jit.off(work, true) work() "
+          .. "return 'not interrupted'" },
+    }) do
+      it("stops a pure Lua loop after " .. case[1], function()
+        local ready = H.tmpname()
+        local t = llthreads.new(H.quiet(H.child("local ready = ... touch(ready) " .. case[2])), ready):start()
+        assert.is_true(H.wait_file(ready, 10))
+        H.sleep(0.2)
+        t:interrupt()
+        local ok, err = t:join()
+        assert.are.equal(false, ok, "the loop was not interrupted")
+        H.assert_contains(err, llthreads.interrupted_error)
+      end)
+    end
   end)
 end

@@ -15,7 +15,7 @@
 
 use std::ffi::c_int;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use mlua::ffi;
@@ -49,6 +49,10 @@ impl Request {
 /// hook and the signal handler on the child's thread.
 pub struct Interruptor {
     request: AtomicU8,
+    /// A signal is on its way to the child's thread. Real-time signals queue every
+    /// instance, so an interrupt storm would otherwise fill the user's pending-signal
+    /// quota (`RLIMIT_SIGPENDING`), failing later sends here and in other programs.
+    signalled: AtomicBool,
     module: Module,
 }
 
@@ -56,6 +60,7 @@ impl Interruptor {
     pub fn new(module: Module, initial: Request) -> Interruptor {
         Interruptor {
             request: AtomicU8::new(initial as u8),
+            signalled: AtomicBool::new(false),
             module,
         }
     }
@@ -115,14 +120,22 @@ pub unsafe fn leave(state: RawState) {
     unsafe { ffi::lua_sethook(state, None, 0, 0) };
 }
 
-/// Wakes the child's thread so that it installs its hook. Called with the record's
+/// Wakes the child's thread so that it installs its hook, unless a signal is already
+/// on its way (the handler reads the latest request anyway). Called with the record's
 /// lock held while the chunk runs, so `thread` is alive and running it.
-pub fn deliver(thread: libc::pthread_t) {
-    if let Some(sig) = signal() {
-        // SAFETY: the caller guarantees `thread` is a live thread of this process.
-        unsafe { libc::pthread_kill(thread, sig) };
-    } else {
+pub fn deliver(thread: libc::pthread_t, interruptor: &Interruptor) {
+    let Some(sig) = signal() else {
         log::warn!("no free real-time signal; interrupt() cannot reach a running thread");
+        return;
+    };
+    if interruptor.signalled.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: the caller guarantees `thread` is a live thread of this process.
+    let rc = unsafe { libc::pthread_kill(thread, sig) };
+    if rc != 0 {
+        interruptor.signalled.store(false, Ordering::SeqCst);
+        log::warn!("could not signal a thread to interrupt it (error {rc})");
     }
 }
 
@@ -165,7 +178,13 @@ extern "C" fn on_signal(_sig: c_int) {
     // by `leave` before they become invalid; (2) `lua_sethook` is documented safe to
     // call asynchronously, as from a signal handler, on the thread running the state;
     // (3) atomics and `lua_sethook` neither allocate nor take locks.
-    unsafe { apply(state, (*interruptor).get()) };
+    unsafe {
+        let interruptor = &*interruptor;
+        // Cleared before reading the request: a request made after this point sends
+        // a new signal, so none is missed.
+        interruptor.signalled.store(false, Ordering::SeqCst);
+        apply(state, interruptor.get());
+    }
 }
 
 /// Installs the hook for a raising request; "remove" is left to the hook itself.

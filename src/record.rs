@@ -68,7 +68,7 @@ impl Record {
         if let (Some(thread), Request::Once | Request::Always) = (progress.thread, request) {
             // The child clears `thread` under this lock before its thread moves on,
             // so the thread is alive and still running this chunk.
-            interrupt::deliver(thread);
+            interrupt::deliver(thread, &self.interruptor);
         }
     }
 
