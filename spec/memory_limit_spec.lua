@@ -1,0 +1,162 @@
+-- Memory-error injection: llthreads.set_memory_limit(bytes) gives the child
+-- states that new() creates afterwards (from this state) an allocator that
+-- refuses allocations beyond `bytes`; nil or 0 clears the limit. On LuaJIT
+-- (whose allocator cannot be replaced) it raises an error.
+--
+-- A refused allocation while copying arguments, while running the child or
+-- while reading its results must give the parent a clear error, and leak and
+-- crash nothing.
+
+local R = require "spec.robust_helper"
+local llthreads = require "llthreads"
+
+local LIMIT = 200 * 1024
+local OOM = "not enough memory"
+local QUIET = "pcall(function() require('llthreads').set_logger(function() end) end) "
+
+local function set_limit(n)
+  local f = llthreads.set_memory_limit
+  assert(type(f) == "function", "llthreads.set_memory_limit is missing")
+  return f(n)
+end
+
+if R.is_jit then
+  describe("memory limit on LuaJIT", function()
+    it("set_memory_limit raises the documented error", function()
+      assert(type(llthreads.set_memory_limit) == "function", "llthreads.set_memory_limit is missing")
+      for _, n in ipairs({ LIMIT, 1, 1024 * 1024 * 1024 }) do
+        R.assert_error("memory limit is not supported on LuaJIT", llthreads.set_memory_limit, n)
+      end
+      -- and nothing changed: threads still get all the memory they want
+      local r = R.pack(llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t", string.rep("x", 1e6))
+        :start():join())
+      assert.are.same({ n = 2, true, 1e6 }, r)
+    end)
+  end)
+  return
+end
+
+describe("memory limit (set_memory_limit)", function()
+  after_each(function()
+    -- never leave a limit behind for the other specs in this process
+    if type(llthreads.set_memory_limit) == "function" then llthreads.set_memory_limit(nil) end
+    R.cleanup()
+  end)
+
+  local BIG = string.rep("x", 1024 * 1024)
+  local MANY = {}
+  for i = 1, 20000 do MANY[i] = string.rep("a", 100) .. i end
+
+  -- One round of every refusal. Returns nothing; asserts.
+  local function round()
+    set_limit(LIMIT)
+    -- arguments: one big string, and a table refused partway through
+    R.assert_error(OOM, llthreads.new, "return ...", BIG)
+    R.assert_error(OOM, llthreads.new, "return ...", 1, MANY)
+    -- code bigger than the limit
+    R.assert_error(OOM, llthreads.new, "return '" .. BIG .. "'")
+    -- the child runs out while running: join reports it
+    local t = llthreads.new(QUIET .. "local t = {} for i = 1, 1e6 do t[i] = i end return #t")
+    local r = R.pack(t:start():join())
+    assert(r.n == 2 and r[1] == false and type(r[2]) == "string" and r[2]:find(OOM, 1, true),
+      "join gave " .. R.show_pack(r))
+    -- small things still work under the limit
+    assert.are.same({ n = 3, true, "small", 42 }, R.pack(llthreads.new("return ...", "small", 42):start():join()))
+    -- a limit too small for the state itself
+    set_limit(1000)
+    R.assert_error(OOM, llthreads.new, "return")
+    -- cleared: everything works again
+    set_limit(nil)
+    local ok = R.pack(llthreads.new("local s = ... local t = {} for i = 1, 1e5 do t[i] = i end return #s, #t", BIG)
+      :start():join())
+    assert.are.same({ n = 3, true, #BIG, 1e5 }, ok)
+  end
+
+  it("refuses big arguments, big code and a greedy child with 'not enough memory'", function()
+    round()
+  end)
+
+  it("limits only the states created after it is set", function()
+    local before = llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t")
+    set_limit(LIMIT)
+    local after = llthreads.new(QUIET .. "local t = {} for i = 1, 1e6 do t[i] = i end return #t")
+    assert.are.same({ n = 2, true, 1e6 }, R.pack(before:start():join()))
+    local r = R.pack(after:start():join())
+    assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. R.show_pack(r))
+  end)
+
+  it("0 clears the limit too", function()
+    set_limit(LIMIT)
+    R.assert_error(OOM, llthreads.new, "return ...", BIG)
+    set_limit(0)
+    assert.are.same({ n = 2, true, #BIG }, R.pack(llthreads.new("return #...", BIG):start():join()))
+  end)
+
+  it("refuses a limit that is not a number", function()
+    for _, v in ipairs({ "x", {}, true, print, io.stdout }) do
+      R.assert_error("bad argument #1", llthreads.set_memory_limit, v)
+    end
+  end)
+
+  it("handles a child out of memory in every start mode", function()
+    set_limit(LIMIT)
+    for _, m in ipairs({ { false, false }, { false, true }, { true, false }, { true, true } }) do
+      local mark = R.tmpname()
+      -- the child runs out of memory inside a pcall, marks that it got there, then runs out again
+      local t = llthreads.new(QUIET .. R.CHILD_MARK .. "local mk = ... local hog = {} "
+        .. "local ok, e = pcall(function() for i = 1, 1e6 do hog[i] = {} end end) "
+        .. "hog = nil collectgarbage() mark(mk) assert(not ok, 'no memory error') "
+        .. "local t = {} for i = 1, 1e6 do t[i] = {} end", mark)
+      t:start(m[1], m[2])
+      if m[2] and not m[1] then
+        local r = R.pack(t:join())
+        assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. R.show_pack(r))
+      elseif m[2] or not m[1] then
+        assert.are.equal(true, (t:join()))
+      end
+      assert(R.wait_file(mark), "the child did not get to its mark")
+    end
+  end)
+
+  it("copies results out of a child that is at its limit, or reports why not", function()
+    set_limit(LIMIT)
+    -- the child fills its memory, then returns a table: reading the results
+    -- may need memory in the child (its stack) and be refused partway
+    local code = QUIET .. [[
+      local t = {} for i = 1, 300 do t[i] = { i, tostring(i) } end
+      local hog = {}
+      pcall(function() while true do hog[#hog + 1] = tostring(#hog) .. "................" end end)
+      return t, t, #hog > 0
+    ]]
+    for _ = 1, 20 do
+      local ok, r = pcall(function() return R.pack(llthreads.new(code):start():join()) end)
+      if not ok then
+        assert(type(r) == "string" and r:find(OOM, 1, true), "join raised " .. R.show(r))
+      elseif r[1] == false then
+        assert(type(r[2]) == "string" and r[2]:find(OOM, 1, true), "join gave " .. R.show_pack(r))
+      else
+        assert(r.n == 4 and r[1] == true, "join gave " .. R.show_pack(r))
+        assert(rawequal(r[2], r[3]), "the shared table was copied twice")
+        assert.are.equal(300, #r[2])
+        assert.are.same({ 300, "300" }, r[2][300])
+        assert.are.equal(true, r[4])
+      end
+    end
+  end)
+
+  it("leaks nothing over 200 rounds (RSS at round 50 vs 200)", function()
+    local rss50
+    for i = 1, 200 do
+      round()
+      if i == 50 then
+        collectgarbage()
+        collectgarbage()
+        rss50 = R.rss_kb()
+      end
+    end
+    collectgarbage()
+    collectgarbage()
+    local grew = R.rss_kb() - rss50
+    assert(grew < 4096, ("RSS grew by %d kB between round 50 and 200"):format(grew))
+  end)
+end)
