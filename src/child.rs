@@ -33,8 +33,8 @@ pub enum Owner {
 struct Lent(RawState);
 
 // SAFETY: the parent does not use the state between `start` and the moment the record
-// says the child finished (it only reaches it through `Record::with_running_state`,
-// whose `lua_sethook` Lua permits from another thread).
+// says the child finished; interrupts reach it only through a signal handled on the
+// child's own thread (see `interrupt.rs`).
 unsafe impl Send for Lent {}
 
 /// Runs the chunk prepared on `owner`'s state on the reserved worker thread.

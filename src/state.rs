@@ -71,12 +71,6 @@ impl ChildState {
     pub fn raw(&self) -> RawState {
         self.raw
     }
-
-    /// Bytes currently allocated, when the state has a memory limit.
-    #[allow(dead_code)]
-    pub fn used_bytes(&self) -> Option<usize> {
-        self.budget.as_ref().map(|b| b.used)
-    }
 }
 
 impl Drop for ChildState {
