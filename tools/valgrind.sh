@@ -5,7 +5,8 @@
 #   tools/valgrind.sh spec/copy_spec.lua spec/faults_spec.lua   # only these
 #
 # memcheck runs with --leak-check=full --errors-for-leak-kinds=definite,indirect
-# --error-exitcode=99 --suppressions=tools/valgrind.supp, at the modest stress size
+# --error-exitcode=99 --suppressions=tools/valgrind.supp --fair-sched=yes, at the
+# modest stress size
 # (LLTHREADS_STRESS=1). Sub-processes the specs start (the exit tests) run natively.
 # It reports memcheck's errors and the bytes definitely and indirectly lost, and
 # exits non-zero when there is any of them, when a spec fails or when the run did
@@ -52,12 +53,15 @@ else
     [ -n "$newer" ] && echo "WARNING: $newer is newer than build/lua54/llthreads.so (LLTHREADS_REBUILD=1 rebuilds)"
 fi
 
+# --fair-sched=yes: valgrind runs one thread at a time, and its default lock lets a
+# thread spinning in Lua code keep it, starving the parent that would interrupt it
+# (the interrupt specs then see the child run to its end).
 rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
 echo "valgrind memcheck, $INTERP, ${#SPECS[@]} spec file(s): ${SPECS[*]}"
 t0=$(date +%s)
 LUA_CPATH="$dir/?.so;;" LLTHREADS_LUA=$(command -v "$INTERP") LLTHREADS_FLAVOUR=5.4 LLTHREADS_STRESS=1 \
-    timeout -k 10 "$TIMEOUT" valgrind --tool=memcheck --leak-check=full \
+    timeout -k 10 "$TIMEOUT" valgrind --tool=memcheck --leak-check=full --fair-sched=yes \
     --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
     --suppressions="$LL_ROOT/tools/valgrind.supp" --num-callers=40 \
     --log-file="$LOGDIR/memcheck.%p.log" \
