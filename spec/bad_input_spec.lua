@@ -6,7 +6,7 @@
 -- The cases are generated in loops from the tables below; each combination is
 -- its own test.
 
-local R = require "spec.robust_helper"
+local H = require "spec.helper"
 local llthreads = require "llthreads"
 local llthreads2 = require "llthreads2"
 local ex = require "llthreads.ex"
@@ -67,7 +67,7 @@ local function method(name)
 end
 
 describe("bad input: module functions", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
 
   describe("llthreads.new(code)", function()
     for _, k in ipairs(KINDS) do
@@ -76,21 +76,21 @@ describe("bad input: module functions", function()
         -- the compiler's message is raised in the caller, chunk named by code.
         it("compiles a " .. k.name .. " as source and raises the syntax error", function()
           local name = tostring(k.value)
-          local msg = R.assert_error({ '[string "' .. name .. '"]:1:' }, llthreads.new, k.value)
+          local msg = H.assert_error({ '[string "' .. name .. '"]:1:' }, llthreads.new, k.value)
           assert(msg:find("near", 1, true) or msg:find("expected", 1, true) or msg:find("syntax", 1, true),
             "not a compiler message: " .. msg)
         end)
       else
         it("raises an argument error for a " .. k.name, function()
-          R.assert_error("bad argument #1", llthreads.new, k.value)
+          H.assert_error("bad argument #1", llthreads.new, k.value)
           -- and with extra arguments
-          R.assert_error("bad argument #1", llthreads.new, k.value, 1, 2)
+          H.assert_error("bad argument #1", llthreads.new, k.value, 1, 2)
         end)
       end
     end
 
     it("raises an argument error with no argument at all", function()
-      R.assert_error("bad argument #1", llthreads.new)
+      H.assert_error("bad argument #1", llthreads.new)
     end)
   end)
 
@@ -100,9 +100,9 @@ describe("bad input: module functions", function()
         local args = pos == 2 and { k.value } or { 1, 2, k.value }
         if k.copyable then
           it("copies a " .. k.name .. " as argument #" .. pos, function()
-            local t = llthreads.new("return ...", R.unpack(args, 1, pos - 1))
-            local r = R.pack(t:start():join())
-            assert(r.n == pos and r[1] == true, "join gave " .. R.show_pack(r))
+            local t = llthreads.new("return ...", H.unpack(args, 1, pos - 1))
+            local r = H.pack(t:start():join())
+            assert(r.n == pos and r[1] == true, "join gave " .. H.show_pack(r))
             local got, want = r[pos], k.value
             assert.are.equal(type(want), type(got))
             if type(want) ~= "table" then assert.are.equal(want, got) end
@@ -112,17 +112,17 @@ describe("bad input: module functions", function()
           it("refuses a " .. k.name .. " as argument #" .. pos .. " with an argument error", function()
             -- called from Lua code (not straight from pcall) so that Lua names
             -- the function the way the caller wrote it
-            R.assert_error(("bad argument #%d to 'new' (%s)"):format(pos, UNSUPPORTED),
-              function(...) local t = llthreads.new(...) return t end, "return ...", R.unpack(args, 1, pos - 1))
+            H.assert_error(("bad argument #%d to 'new' (%s)"):format(pos, UNSUPPORTED),
+              function(...) local t = llthreads.new(...) return t end, "return ...", H.unpack(args, 1, pos - 1))
           end)
           it("refuses a " .. k.name .. " nested in a table argument #" .. pos, function()
             local nested = { 1, { x = k.value } }
             args[pos - 1] = nested
-            R.assert_error({ "bad argument #" .. pos, UNSUPPORTED },
-              llthreads.new, "return ...", R.unpack(args, 1, pos - 1))
+            H.assert_error({ "bad argument #" .. pos, UNSUPPORTED },
+              llthreads.new, "return ...", H.unpack(args, 1, pos - 1))
             args[pos - 1] = { [k.value] = true }
-            R.assert_error({ "bad argument #" .. pos, UNSUPPORTED },
-              llthreads.new, "return ...", R.unpack(args, 1, pos - 1))
+            H.assert_error({ "bad argument #" .. pos, UNSUPPORTED },
+              llthreads.new, "return ...", H.unpack(args, 1, pos - 1))
           end)
         end
       end
@@ -133,26 +133,26 @@ describe("bad input: module functions", function()
     for _, k in ipairs(KINDS) do
       if type(k.value) == "function" then
         it("accepts a " .. k.name, function()
-          local r = R.pack(pcall(llthreads.set_logger, k.value))
-          assert(r[1], "set_logger raised " .. R.show(r[2]))
+          local r = H.pack(pcall(llthreads.set_logger, k.value))
+          assert(r[1], "set_logger raised " .. H.show(r[2]))
         end)
       else
         it("raises 'function expected' for a " .. k.name, function()
-          R.assert_error({ "bad argument #1", "function expected" }, llthreads.set_logger, k.value)
+          H.assert_error({ "bad argument #1", "function expected" }, llthreads.set_logger, k.value)
         end)
       end
     end
 
     it("raises 'function expected' with no argument", function()
-      R.assert_error({ "bad argument #1", "function expected" }, llthreads.set_logger)
+      H.assert_error({ "bad argument #1", "function expected" }, llthreads.set_logger)
     end)
   end)
 
   describe("llthreads.version(...)", function()
-    local want = R.pack(llthreads.version())
+    local want = H.pack(llthreads.version())
     for _, k in ipairs(KINDS) do
       it("ignores an extra " .. k.name, function()
-        local got = R.pack(llthreads.version(k.value))
+        local got = H.pack(llthreads.version(k.value))
         assert.are.same(want, got)
       end)
     end
@@ -162,26 +162,26 @@ describe("bad input: module functions", function()
     for _, k in ipairs(KINDS) do
       if k.value == nil or k.value == false then
         it("raises an error for a " .. k.name, function()
-          R.assert_error(nil, ex.new, k.value)
+          H.assert_error(nil, ex.new, k.value)
         end)
       elseif type(k.value) == "function" then
         it("accepts a " .. k.name, function()
-          local r = R.pack(ex.new(k.value):start():join())
-          assert(r[1] == true, "join gave " .. R.show_pack(r))
+          local r = H.pack(ex.new(k.value):start():join())
+          assert(r[1] == true, "join gave " .. H.show_pack(r))
         end)
       else
         -- Not source ex can run: an error in the caller, or a child that
         -- fails and reports it through join.
         it("raises an error or fails in the child for a " .. k.name, function()
-          local r = R.pack(pcall(ex.new, k.value))
+          local r = H.pack(pcall(ex.new, k.value))
           if not r[1] then
-            assert(type(r[2]) == "string", "non-string error " .. R.show(r[2]))
+            assert(type(r[2]) == "string", "non-string error " .. H.show(r[2]))
             return
           end
           local t = r[2]
           assert(rawequal(t:start(), t), "ex start did not return the wrapper")
-          local j = R.pack(t:join())
-          assert(j[1] == false and type(j[2]) == "string", "join gave " .. R.show_pack(j))
+          local j = H.pack(t:join())
+          assert(j[1] == false and type(j[2]) == "string", "join gave " .. H.show_pack(j))
         end)
       end
     end
@@ -189,17 +189,17 @@ describe("bad input: module functions", function()
 end)
 
 describe("bad input: wrong self", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
   local SELVES = make_bad_selves()
 
   for _, name in ipairs(METHODS) do
     for _, s in ipairs(SELVES) do
       it(name .. "(self = " .. s.name .. ") raises 'bad argument #1'", function()
         local f = method(name)
-        R.assert_error("bad argument #1", f, s.value)
+        H.assert_error("bad argument #1", f, s.value)
         -- the self check comes before any other argument is looked at
-        R.assert_error("bad argument #1", f, s.value, true, true)
-        R.assert_error("bad argument #1", f, s.value, "x")
+        H.assert_error("bad argument #1", f, s.value, true, true)
+        H.assert_error("bad argument #1", f, s.value, "x")
       end)
     end
 
@@ -207,11 +207,11 @@ describe("bad input: wrong self", function()
       local mt = getmetatable(llthreads.new("return"))
       local index = type(mt) == "table" and mt.__index
       if type(index) == "table" then
-        R.assert_error("bad argument #1", index[name], io.stdout)
+        H.assert_error("bad argument #1", index[name], io.stdout)
       else
         -- __index is a function (or the metatable is protected): the methods
         -- come from indexing the object, as method() does.
-        R.assert_error("bad argument #1", method(name), io.stdout)
+        H.assert_error("bad argument #1", method(name), io.stdout)
       end
     end)
   end
@@ -231,24 +231,24 @@ describe("bad input: wrong self", function()
     for _, mm in ipairs(names) do
       it("metamethod " .. mm .. " with every wrong self leaves the value alone", function()
         for _, s in ipairs(SELVES) do
-          local r = R.pack(pcall(mt[mm], s.value))
-          if not r[1] then assert(type(r[2]) == "string", mm .. " raised " .. R.show(r[2])) end
+          local r = H.pack(pcall(mt[mm], s.value))
+          if not r[1] then assert(type(r[2]) == "string", mm .. " raised " .. H.show(r[2])) end
         end
         assert(io.stdout:write(""), "io.stdout broken by " .. mm)
         local other = llthreads2.new("return 5")
-        local r = R.pack(pcall(mt[mm], other))
-        if not r[1] then assert(type(r[2]) == "string", mm .. " raised " .. R.show(r[2])) end
+        local r = H.pack(pcall(mt[mm], other))
+        if not r[1] then assert(type(r[2]) == "string", mm .. " raised " .. H.show(r[2])) end
         if mm ~= "__gc" and mm ~= "__close" then
-          assert.are.same({ n = 2, true, 5 }, R.pack(other:start():join()))
+          assert.are.same({ n = 2, true, 5 }, H.pack(other:start():join()))
         else
           -- either it did nothing, or it finished the object as its own (which
           -- the other copy's methods must then refuse cleanly)
-          local s = R.pack(pcall(other.start, other))
+          local s = H.pack(pcall(other.start, other))
           if s[1] and rawequal(s[2], other) then
-            assert.are.same({ n = 2, true, 5 }, R.pack(other:join()))
+            assert.are.same({ n = 2, true, 5 }, H.pack(other:join()))
           else
             assert(not s[1] and type(s[2]) == "string" or (s[2] == nil and type(s[3]) == "string"),
-              "start after a foreign " .. mm .. " gave " .. R.show_pack(s))
+              "start after a foreign " .. mm .. " gave " .. H.show_pack(s))
           end
         end
       end)
@@ -261,7 +261,7 @@ describe("bad input: wrong self", function()
       local f = w[name]
       assert(type(f) == "function", "ex wrapper has no " .. name)
       for _, s in ipairs({ { v = nil }, { v = 1 }, { v = io.stdout }, { v = {} } }) do
-        R.assert_error(nil, f, s.v)
+        H.assert_error(nil, f, s.v)
       end
     end
   end)
@@ -275,54 +275,54 @@ describe("bad input: wrong self", function()
     it("cross-module self: " .. label, function()
       local proto = other.new("return")
       local t = owner.new("return 7")
-      local r = R.pack(pcall(proto.start, t))
+      local r = H.pack(pcall(proto.start, t))
       if r[1] then
-        assert(rawequal(r[2], t), "start returned " .. R.show_pack(r))
+        assert(rawequal(r[2], t), "start returned " .. H.show_pack(r))
       else
-        assert(type(r[2]) == "string" and r[2]:find("bad argument #1", 1, true), R.show(r[2]))
+        assert(type(r[2]) == "string" and r[2]:find("bad argument #1", 1, true), H.show(r[2]))
         assert(rawequal(t:start(), t))
       end
       for _, name in ipairs({ "started", "detached", "joinable", "alive", "interrupt" }) do
-        local q = R.pack(pcall(proto[name], t, false))
+        local q = H.pack(pcall(proto[name], t, false))
         if not q[1] then
-          assert(type(q[2]) == "string" and q[2]:find("bad argument #1", 1, true), name .. ": " .. R.show(q[2]))
+          assert(type(q[2]) == "string" and q[2]:find("bad argument #1", 1, true), name .. ": " .. H.show(q[2]))
         elseif name == "started" then
-          assert(q[2] == true, name .. " gave " .. R.show_pack(q))
+          assert(q[2] == true, name .. " gave " .. H.show_pack(q))
         elseif name == "detached" then
-          assert(q[2] == false, name .. " gave " .. R.show_pack(q))
+          assert(q[2] == false, name .. " gave " .. H.show_pack(q))
         elseif name == "joinable" then
-          assert(q[2] == true, name .. " gave " .. R.show_pack(q))
+          assert(q[2] == true, name .. " gave " .. H.show_pack(q))
         elseif name == "alive" then
-          assert(type(q[2]) == "boolean", name .. " gave " .. R.show_pack(q))
+          assert(type(q[2]) == "boolean", name .. " gave " .. H.show_pack(q))
         end
       end
-      local j = R.pack(pcall(proto.join, t))
+      local j = H.pack(pcall(proto.join, t))
       if j[1] then
-        assert(j[2] == true and j[3] == 7, "join gave " .. R.show_pack(j))
+        assert(j[2] == true and j[3] == 7, "join gave " .. H.show_pack(j))
       else
-        assert(type(j[2]) == "string" and j[2]:find("bad argument #1", 1, true), R.show(j[2]))
-        local own = R.pack(t:join())
-        assert(own[1] == true and own[2] == 7, "own join gave " .. R.show_pack(own))
+        assert(type(j[2]) == "string" and j[2]:find("bad argument #1", 1, true), H.show(j[2]))
+        local own = H.pack(t:join())
+        assert(own[1] == true and own[2] == 7, "own join gave " .. H.show_pack(own))
       end
     end)
   end
 end)
 
 describe("bad input: method arguments", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
 
   -- start(detached, joinable) reads any value as a boolean.
   for _, k in ipairs(KINDS) do
     it("start(" .. k.name .. ") reads it as detached = " .. tostring(truthy(k.value)), function()
       local t = llthreads.new("return 1")
-      local r = R.pack(t:start(k.value))
-      assert(r.n == 1 and rawequal(r[1], t), "start gave " .. R.show_pack(r))
+      local r = H.pack(t:start(k.value))
+      assert(r.n == 1 and rawequal(r[1], t), "start gave " .. H.show_pack(r))
       assert.are.equal(true, t:started())
       assert.are.equal(truthy(k.value), t:detached())
       assert.are.equal(not truthy(k.value), t:joinable())
       if not truthy(k.value) then
-        local j = R.pack(t:join())
-        assert(j[1] == true and j[2] == 1, "join gave " .. R.show_pack(j))
+        local j = H.pack(t:join())
+        assert(j[1] == true and j[2] == 1, "join gave " .. H.show_pack(j))
       end
     end)
 
@@ -331,13 +331,13 @@ describe("bad input: method arguments", function()
       -- library tests lua_isnone): it is read as a boolean.
       it("start(" .. tostring(d) .. ", " .. k.name .. ") reads joinable = " .. tostring(truthy(k.value)), function()
         local t = llthreads.new("return 1")
-        local r = R.pack(t:start(d, k.value))
-        assert(r.n == 1 and rawequal(r[1], t), "start gave " .. R.show_pack(r))
+        local r = H.pack(t:start(d, k.value))
+        assert(r.n == 1 and rawequal(r[1], t), "start gave " .. H.show_pack(r))
         assert.are.equal(d, t:detached())
         assert.are.equal(truthy(k.value), t:joinable())
         if truthy(k.value) or not d then
-          local j = R.pack(t:join())
-          assert(j[1] == true, "join gave " .. R.show_pack(j))
+          local j = H.pack(t:join())
+          assert(j[1] == true, "join gave " .. H.show_pack(j))
           if not d and truthy(k.value) then assert.are.equal(1, j[2]) end
         end
       end)
@@ -351,19 +351,19 @@ describe("bad input: method arguments", function()
       local t = llthreads.new("return 7")
       t:start()
       if k.value == nil then
-        local j = R.pack(t:join(k.value))
-        assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. R.show_pack(j))
+        local j = H.pack(t:join(k.value))
+        assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. H.show_pack(j))
         return
       end
       local function poll()
         -- a timeout: (nil, "timeout") while running, then the results
         for _ = 1, 2000 do
-          local j = R.pack(t:join(k.value))
+          local j = H.pack(t:join(k.value))
           if j[1] ~= nil then
-            assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. R.show_pack(j))
+            assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. H.show_pack(j))
             return
           end
-          R.assert_nil_msg(j, "timeout")
+          H.assert_nil_msg(j, "timeout")
         end
         error("thread never finished")
       end
@@ -373,15 +373,15 @@ describe("bad input: method arguments", function()
         -- 0.5 ms: accepted as a timeout, or refused as a non-integer
         local ok, err = pcall(poll)
         if not ok then
-          assert(type(err) == "string" and err:find("bad argument", 1, true), R.show(err))
+          assert(type(err) == "string" and err:find("bad argument", 1, true), H.show(err))
         end
       else
-        R.assert_error({ "bad argument", "number expected" }, t.join, t, k.value)
+        H.assert_error({ "bad argument", "number expected" }, t.join, t, k.value)
       end
       -- the failed call changed nothing
-      local j = R.pack(t:join())
-      if j[1] == nil then R.assert_nil_msg(j, JOINED) -- poll() joined it already
-      else assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. R.show_pack(j)) end
+      local j = H.pack(t:join())
+      if j[1] == nil then H.assert_nil_msg(j, JOINED) -- poll() joined it already
+      else assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. H.show_pack(j)) end
     end)
   end
 
@@ -398,23 +398,23 @@ describe("bad input: method arguments", function()
   for _, v in ipairs(EXTREME) do
     it(("join(%s) on a finished and on a running thread"):format(tostring(v)), function()
       local t = llthreads.new("return 7"):start()
-      assert(R.wait_not_alive(t), "alive() never reported the end")
-      local j = R.pack(t:join(v))
-      assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. R.show_pack(j))
+      assert(H.wait_not_alive(t), "alive() never reported the end")
+      local j = H.pack(t:join(v))
+      assert(j.n == 2 and j[1] == true and j[2] == 7, "join gave " .. H.show_pack(j))
       -- running: ends on its own after ~50 ms
-      t = llthreads.new(R.CHILD_TIME .. "sleep(0.05) return 1"):start()
-      j = R.pack(t:join(v))
+      t = llthreads.new(H.CHILD_TIME .. "sleep(0.05) return 1"):start()
+      j = H.pack(t:join(v))
       if j[1] == nil then
-        R.assert_nil_msg(j, "timeout")
-        j = R.pack(t:join())
+        H.assert_nil_msg(j, "timeout")
+        j = H.pack(t:join())
       end
-      assert(j.n == 2 and j[1] == true and j[2] == 1, "join gave " .. R.show_pack(j))
+      assert(j.n == 2 and j[1] == true and j[2] == 1, "join gave " .. H.show_pack(j))
     end)
   end
 
   -- interrupt(arg): nil = once, true = always, false = remove; any other value
   -- is either read some way or refused; the thread still ends properly.
-  local BUSY = R.CHILD_TIME .. [[
+  local BUSY = H.CHILD_TIME .. [[
     local t0 = now()
     while now() - t0 < 0.2 do pcall(function() local x = 0 for i = 1, 10 do x = x + i end end) end
     return 'done'
@@ -423,20 +423,20 @@ describe("bad input: method arguments", function()
     it("interrupt(" .. k.name .. ") on a running thread", function()
       local t = llthreads.new(BUSY)
       t:start()
-      local r = R.pack(pcall(t.interrupt, t, k.value))
-      local j = R.pack(t:join())
+      local r = H.pack(pcall(t.interrupt, t, k.value))
+      local j = H.pack(t:join())
       local interrupted = j[1] == false and type(j[2]) == "string" and j[2]:find(INTERRUPTED, 1, true) ~= nil
       local finished = j.n == 2 and j[1] == true and j[2] == "done"
       if k.value == true then
-        assert(r[1], "interrupt raised " .. R.show(r[2]))
-        assert(interrupted, "join gave " .. R.show_pack(j))
+        assert(r[1], "interrupt raised " .. H.show(r[2]))
+        assert(interrupted, "join gave " .. H.show_pack(j))
       elseif k.value == false then
-        assert(r[1], "interrupt raised " .. R.show(r[2]))
-        assert(finished, "join gave " .. R.show_pack(j))
+        assert(r[1], "interrupt raised " .. H.show(r[2]))
+        assert(finished, "join gave " .. H.show_pack(j))
       else
-        if k.value == nil then assert(r[1], "interrupt raised " .. R.show(r[2])) end
-        if not r[1] then assert(type(r[2]) == "string", R.show(r[2])) end
-        assert(interrupted or finished, "join gave " .. R.show_pack(j))
+        if k.value == nil then assert(r[1], "interrupt raised " .. H.show(r[2])) end
+        if not r[1] then assert(type(r[2]) == "string", H.show(r[2])) end
+        assert(interrupted or finished, "join gave " .. H.show_pack(j))
       end
     end)
   end
@@ -447,20 +447,20 @@ describe("bad input: method arguments", function()
     for _, k in ipairs(KINDS) do
       it(name .. "(" .. k.name .. ") ignores the extra argument", function()
         local t = llthreads.new("return")
-        local before = R.pack(t[name](t))
-        assert.are.same(before, R.pack(t[name](t, k.value)))
+        local before = H.pack(t[name](t))
+        assert.are.same(before, H.pack(t[name](t, k.value)))
         t:start()
-        assert(R.wait_not_alive(t), "alive() never reported the end")
-        assert.are.same(R.pack(t[name](t)), R.pack(t[name](t, k.value)))
+        assert(H.wait_not_alive(t), "alive() never reported the end")
+        assert.are.same(H.pack(t[name](t)), H.pack(t[name](t, k.value)))
         t:join()
-        assert.are.same(R.pack(t[name](t)), R.pack(t[name](t, k.value)))
+        assert.are.same(H.pack(t[name](t)), H.pack(t[name](t, k.value)))
       end)
     end
   end
 end)
 
 describe("bad input: wrong order", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
 
   local MODES = {
     { name = "start(false, false)", d = false, j = false },
@@ -478,18 +478,18 @@ describe("bad input: wrong order", function()
   -- child makes at its very end, and a little more for the module to finish.
   local function wait_finished(t, m, mark)
     if joinable_mode(m) then
-      assert(R.wait_not_alive(t), "alive() never reported the end")
+      assert(H.wait_not_alive(t), "alive() never reported the end")
     else
-      assert(R.wait_file(mark), "the child never got to its end")
-      R.sleep(0.05)
+      assert(H.wait_file(mark), "the child never got to its end")
+      H.sleep(0.05)
     end
   end
 
   -- Brings a fresh thread (blocked on a gate until released) to `stage`.
   local function setup(m, stage)
-    local g = R.gate()
-    local mark = R.tmpname()
-    local t = llthreads.new(R.GATE_WAIT .. R.CHILD_MARK .. "mark((select(2, ...))) return 1", g.path, mark)
+    local g = H.gate()
+    local mark = H.tmpname()
+    local t = llthreads.new(H.GATE_WAIT .. H.CHILD_MARK .. "mark((select(2, ...))) return 1", g.path, mark)
     local ctx = { t = t, gate = g, mark = mark }
     finally(function()
       g:release()
@@ -504,8 +504,8 @@ describe("bad input: wrong order", function()
     g:release()
     wait_finished(t, m, mark)
     if stage == "finished" then return ctx end
-    local j = R.pack(t:join())
-    assert(j[1] == true, "join gave " .. R.show_pack(j))
+    local j = H.pack(t:join())
+    assert(j[1] == true, "join gave " .. H.show_pack(j))
     return ctx
   end
 
@@ -516,10 +516,10 @@ describe("bad input: wrong order", function()
     local t = ctx.t
     if stage == "not started" then
       assert(rawequal(t:start(m.d, m.j), t))
-      R.assert_nil_msg(R.pack(t:start(m.d, m.j)), ALREADY)
+      H.assert_nil_msg(H.pack(t:start(m.d, m.j)), ALREADY)
     else
-      R.assert_nil_msg(R.pack(t:start()), ALREADY)
-      R.assert_nil_msg(R.pack(t:start(not m.d, not m.j)), ALREADY)
+      H.assert_nil_msg(H.pack(t:start()), ALREADY)
+      H.assert_nil_msg(H.pack(t:start(not m.d, not m.j)), ALREADY)
       -- the flags did not change
       assert.are.equal(m.d, t:detached())
       assert.are.equal(m.j, t:joinable())
@@ -529,44 +529,44 @@ describe("bad input: wrong order", function()
   function CHECK.join(ctx, m, stage)
     local t = ctx.t
     if stage == "not started" then
-      R.assert_nil_msg(R.pack(t:join()), NOT_STARTED)
-      R.assert_nil_msg(R.pack(t:join(0)), NOT_STARTED)
+      H.assert_nil_msg(H.pack(t:join()), NOT_STARTED)
+      H.assert_nil_msg(H.pack(t:join(0)), NOT_STARTED)
     elseif not joinable_mode(m) then
-      R.assert_nil_msg(R.pack(t:join()), DETACHED)
-      R.assert_nil_msg(R.pack(t:join(0)), DETACHED)
+      H.assert_nil_msg(H.pack(t:join()), DETACHED)
+      H.assert_nil_msg(H.pack(t:join(0)), DETACHED)
     elseif stage == "running" then
-      R.assert_nil_msg(R.pack(t:join(0)), "timeout")
-      R.assert_nil_msg(R.pack(t:join(0)), "timeout")
-      R.assert_nil_msg(R.pack(t:join(1)), "timeout")
+      H.assert_nil_msg(H.pack(t:join(0)), "timeout")
+      H.assert_nil_msg(H.pack(t:join(0)), "timeout")
+      H.assert_nil_msg(H.pack(t:join(1)), "timeout")
     elseif stage == "finished" then
-      local j = R.pack(t:join())
+      local j = H.pack(t:join())
       if m.j and not m.d then
-        assert(j.n == 2 and j[1] == true and j[2] == 1, "join gave " .. R.show_pack(j))
+        assert(j.n == 2 and j[1] == true and j[2] == 1, "join gave " .. H.show_pack(j))
       else
-        assert(j[1] == true, "join gave " .. R.show_pack(j))
+        assert(j[1] == true, "join gave " .. H.show_pack(j))
       end
-      R.assert_nil_msg(R.pack(t:join()), JOINED)
-      R.assert_nil_msg(R.pack(t:join(0)), JOINED)
+      H.assert_nil_msg(H.pack(t:join()), JOINED)
+      H.assert_nil_msg(H.pack(t:join(0)), JOINED)
     else -- joined
-      R.assert_nil_msg(R.pack(t:join()), JOINED)
-      R.assert_nil_msg(R.pack(t:join(0)), JOINED)
+      H.assert_nil_msg(H.pack(t:join()), JOINED)
+      H.assert_nil_msg(H.pack(t:join(0)), JOINED)
     end
   end
 
   function CHECK.alive(ctx, m, stage)
     local t = ctx.t
     for _ = 1, 2 do
-      local a = R.pack(t:alive())
+      local a = H.pack(t:alive())
       if stage == "not started" then
-        R.assert_nil_msg(a, NOT_STARTED)
+        H.assert_nil_msg(a, NOT_STARTED)
       elseif not joinable_mode(m) then
-        R.assert_nil_msg(a, DETACHED)
+        H.assert_nil_msg(a, DETACHED)
       elseif stage == "running" then
-        assert(a.n == 1 and a[1] == true, "alive gave " .. R.show_pack(a))
+        assert(a.n == 1 and a[1] == true, "alive gave " .. H.show_pack(a))
       elseif stage == "finished" then
-        assert(a.n == 1 and a[1] == false, "alive gave " .. R.show_pack(a))
+        assert(a.n == 1 and a[1] == false, "alive gave " .. H.show_pack(a))
       else
-        R.assert_nil_msg(a, JOINED)
+        H.assert_nil_msg(a, JOINED)
       end
     end
   end
@@ -578,8 +578,8 @@ describe("bad input: wrong order", function()
         want = (flag == "started") or (flag == "detached" and m.d) or (flag == "joinable" and m.j)
       end
       for _ = 1, 2 do
-        local r = R.pack(ctx.t[flag](ctx.t))
-        assert(r.n == 1 and r[1] == want, flag .. " gave " .. R.show_pack(r) .. ", want " .. tostring(want))
+        local r = H.pack(ctx.t[flag](ctx.t))
+        assert(r.n == 1 and r[1] == want, flag .. " gave " .. H.show_pack(r) .. ", want " .. tostring(want))
       end
     end
   end
@@ -590,20 +590,20 @@ describe("bad input: wrong order", function()
   function CHECK.interrupt(ctx, m, stage)
     local t = ctx.t
     local function call(...)
-      local r = R.pack(pcall(t.interrupt, t, ...))
+      local r = H.pack(pcall(t.interrupt, t, ...))
       return r
     end
     if stage == "not started" then
       -- Not documented before start: it may do something or refuse, but the
       -- thread must then still start and end properly.
       local r = call()
-      if not r[1] then assert(type(r[2]) == "string", R.show(r[2])) end
+      if not r[1] then assert(type(r[2]) == "string", H.show(r[2])) end
       assert(rawequal(t:start(m.d, m.j), t))
       ctx.gate:release()
       if joinable_mode(m) then
-        local j = R.pack(t:join())
+        local j = H.pack(t:join())
         local ok = j[1] == true or (j[1] == false and tostring(j[2]):find(INTERRUPTED, 1, true))
-        assert(ok, "join gave " .. R.show_pack(j))
+        assert(ok, "join gave " .. H.show_pack(j))
       end
       return
     end
@@ -611,30 +611,30 @@ describe("bad input: wrong order", function()
       -- false removes nothing harmful; nil interrupts once, when the child
       -- runs again
       local r = call(false)
-      assert(r[1], "interrupt(false) raised " .. R.show(r[2]))
+      assert(r[1], "interrupt(false) raised " .. H.show(r[2]))
       r = call()
-      assert(r[1], "interrupt() raised " .. R.show(r[2]))
+      assert(r[1], "interrupt() raised " .. H.show(r[2]))
       ctx.gate:release()
       if joinable_mode(m) then
-        local j = R.pack(t:join())
+        local j = H.pack(t:join())
         local ok = j[1] == true or (j[1] == false and tostring(j[2]):find(INTERRUPTED, 1, true))
-        assert(ok, "join gave " .. R.show_pack(j))
+        assert(ok, "join gave " .. H.show_pack(j))
       end
       return
     end
     -- finished or joined: a no-op, every variant, repeatedly
     for _ = 1, 3 do
       for _, arg in ipairs({ { n = 0 }, { n = 1, nil }, { n = 1, true }, { n = 1, false } }) do
-        local r = call(R.unpack(arg, 1, arg.n))
-        assert(r[1], "interrupt raised " .. R.show(r[2]))
+        local r = call(H.unpack(arg, 1, arg.n))
+        assert(r[1], "interrupt raised " .. H.show(r[2]))
       end
     end
     if stage == "finished" and joinable_mode(m) then
-      local j = R.pack(t:join())
+      local j = H.pack(t:join())
       if m.j and not m.d then
-        assert(j.n == 2 and j[1] == true and j[2] == 1, "join after interrupt gave " .. R.show_pack(j))
+        assert(j.n == 2 and j[1] == true and j[2] == 1, "join after interrupt gave " .. H.show_pack(j))
       else
-        assert(j[1] == true, "join after interrupt gave " .. R.show_pack(j))
+        assert(j[1] == true, "join after interrupt gave " .. H.show_pack(j))
       end
     end
   end
@@ -667,27 +667,27 @@ describe("bad input: wrong order", function()
             return
           end
           -- a child that ends on its own (__gc of an attached thread waits)
-          local mark = R.tmpname()
-          local t = llthreads.new(R.CHILD_TIME .. R.CHILD_MARK .. "sleep(0.02) mark((...)) return 1", mark)
+          local mark = H.tmpname()
+          local t = llthreads.new(H.CHILD_TIME .. H.CHILD_MARK .. "sleep(0.02) mark((...)) return 1", mark)
           if stage ~= "not started" then t:start(m.d, m.j) end
           if stage == "finished" or stage == "joined" then wait_finished(t, m, mark) end
           if stage == "joined" then t:join() end
           gc(t)
           gc(t)
           for _, name in ipairs(METHODS) do
-            local r = R.pack(pcall(t[name], t))
+            local r = H.pack(pcall(t[name], t))
             if r[1] then
               assert(r.n == 3 and r[2] == nil and type(r[3]) == "string",
-                name .. " on a dead object gave " .. R.show_pack(r))
+                name .. " on a dead object gave " .. H.show_pack(r))
             else
-              assert(type(r[2]) == "string", name .. " raised " .. R.show(r[2]))
+              assert(type(r[2]) == "string", name .. " raised " .. H.show(r[2]))
             end
           end
           assert.are.equal("string", type(tostring(t)))
           t = nil
           collectgarbage()
           collectgarbage()
-          if stage ~= "not started" then assert(R.wait_file(mark), "the child never got to its end") end
+          if stage ~= "not started" then assert(H.wait_file(mark), "the child never got to its end") end
         end)
       end
     end

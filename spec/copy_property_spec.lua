@@ -7,7 +7,7 @@
 --   LLTHREADS_SEED=<seed> busted spec/copy_property_spec.lua
 -- (on the same flavour: the generator is portable, the number edge cases are not).
 
-local R = require "spec.robust_helper"
+local H = require "spec.helper"
 local llthreads = require "llthreads"
 
 local SEED = tonumber(os.getenv("LLTHREADS_SEED") or "") or os.time()
@@ -47,7 +47,7 @@ local NAN = fzero / fzero
 local INF = math.huge
 
 local EDGE_NUMBERS -- every one of these must survive exactly
-if R.has_integers then
+if H.has_integers then
   local maxi, mini = math.maxinteger, math.mininteger
   EDGE_NUMBERS = {
     0, 1, -1, maxi, mini, maxi - 1, mini + 1, 2147483647, -2147483648, 4294967296,
@@ -69,7 +69,7 @@ local function gen_number(r)
   if c == 1 then return r.pick(EDGE_NUMBERS) end
   if c == 2 then return r.int(-1000, 1000) end -- small integers
   if c == 3 then return r.int(-1000, 1000) + fzero end -- integral floats
-  if c == 4 and R.has_integers then
+  if c == 4 and H.has_integers then
     -- any 64-bit integer (integer arithmetic wraps on 5.3+)
     return r.next() * 4294967296 + r.next() * 2 + r.int(0, 1)
   end
@@ -360,7 +360,7 @@ end
 
 local function fail_msg(what, b, i, err)
   return ("%s (seed %d: replay with LLTHREADS_SEED=%d on flavour %s; batch %d, value %s): %s")
-    :format(what, SEED, SEED, R.flavour, b, tostring(i), err)
+    :format(what, SEED, SEED, H.flavour, b, tostring(i), err)
 end
 
 describe("copy property: random values round-tripped through a thread", function()
@@ -372,9 +372,9 @@ describe("copy property: random values round-tripped through a thread", function
     for b = 1, BATCHES do
       local vals = gen:batch(PER_BATCH)
       -- (messages are built only on failure: they can be big)
-      local ok, t = pcall(llthreads.new, "return ...", R.unpack(vals, 1, PER_BATCH))
+      local ok, t = pcall(llthreads.new, "return ...", H.unpack(vals, 1, PER_BATCH))
       if not ok then error(fail_msg("new() refused the values", b, "?", tostring(t)), 0) end
-      local res = R.pack(t:start():join())
+      local res = H.pack(t:start():join())
       if res[1] ~= true then error(fail_msg("join failed", b, "?", tostring(res[2])), 0) end
       if res.n ~= PER_BATCH + 1 then
         error(fail_msg("wrong number of values", b, "?", ("%d sent, %d back"):format(PER_BATCH, res.n - 1)), 0)
@@ -405,7 +405,7 @@ describe("copy property: random values round-tripped through a thread", function
     assert.is_true(differs({ 1, 2 }, { 1 })) -- entry dropped
     assert.is_true(differs({ 1 }, { 1, 2 })) -- entry added
     assert.is_true(differs({ [{ [TAG] = 1 }] = 1 }, { [{ [TAG] = 2 }] = 1 })) -- table key lost
-    if R.has_integers then
+    if H.has_integers then
       assert.is_true(differs({ 3 }, { 3.0 })) -- integer became float
       assert.is_true(differs({ 3.0 }, { 3 })) -- float became integer
     end
@@ -414,8 +414,8 @@ describe("copy property: random values round-tripped through a thread", function
   end)
 
   it("keeps integer and float subtypes, -0.0 and NaN (every edge value, in order)", function()
-    local t = llthreads.new("return ...", R.unpack(EDGE_NUMBERS))
-    local res = R.pack(t:start():join())
+    local t = llthreads.new("return ...", H.unpack(EDGE_NUMBERS))
+    local res = H.pack(t:start():join())
     assert.are.equal(#EDGE_NUMBERS + 1, res.n)
     local st = new_cmp()
     for i, v in ipairs(EDGE_NUMBERS) do
@@ -443,11 +443,11 @@ describe("copy property: random values round-tripped through a thread", function
     local r = new_rng(SEED + 1)
     for _ = 1, 20 do
       local leaf = gen_scalar(r) or "leaf"
-      local ok30 = R.pack(llthreads.new("return ...", chain(30, leaf)):start():join())
-      if ok30[1] ~= true then error(fail_msg("depth 30 refused", 0, "-", R.show_pack(ok30)), 0) end
+      local ok30 = H.pack(llthreads.new("return ...", chain(30, leaf)):start():join())
+      if ok30[1] ~= true then error(fail_msg("depth 30 refused", 0, "-", H.show_pack(ok30)), 0) end
       local err = compare(new_cmp(), chain(30, leaf), ok30[2], "chain")
       if err then error(fail_msg("depth 30 chain", 0, "-", err), 0) end
-      local msg = R.assert_error(nil, llthreads.new, "return ...", 1, chain(31, leaf))
+      local msg = H.assert_error(nil, llthreads.new, "return ...", 1, chain(31, leaf))
       if not msg:find("Hit maximum copy depth (31 > 30).", 1, true) then
         error(fail_msg("depth error", 0, "-", msg), 0)
       end
@@ -462,17 +462,17 @@ describe("copy property: random values round-tripped through a thread", function
       t[1] = "leaf"
       return top
     ]]
-    local ok = R.pack(llthreads.new(code, 30):start():join())
-    assert(ok[1] == true and type(ok[2]) == "table", R.show_pack(ok))
+    local ok = H.pack(llthreads.new(code, 30):start():join())
+    assert(ok[1] == true and type(ok[2]) == "table", H.show_pack(ok))
     local t = llthreads.new(code, 31):start()
-    local msg = R.assert_error(nil, t.join, t)
+    local msg = H.assert_error(nil, t.join, t)
     assert(msg:find("Hit maximum copy depth (31 > 30).", 1, true), msg)
     -- the object stays usable: a second join raises again or says why not
-    local again = R.pack(pcall(t.join, t))
+    local again = H.pack(pcall(t.join, t))
     if again[1] then
-      assert(again[2] == nil and type(again[3]) == "string", "second join gave " .. R.show_pack(again))
+      assert(again[2] == nil and type(again[3]) == "string", "second join gave " .. H.show_pack(again))
     else
-      assert(type(again[2]) == "string", "second join raised " .. R.show(again[2]))
+      assert(type(again[2]) == "string", "second join raised " .. H.show(again[2]))
     end
     assert.are.equal(true, t:started())
     t = nil

@@ -1,7 +1,7 @@
 -- Faults inside the child: odd error values, a logger that raises, huge results,
 -- and a long-running thread whose object is collected in the detached modes.
 
-local R = require "spec.robust_helper"
+local H = require "spec.helper"
 local llthreads = require "llthreads"
 
 local CHILD_PREFIX = "Error from child thread: "
@@ -65,28 +65,28 @@ local function starts_with_any(s, prefixes)
 end
 
 describe("faults in the child", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
 
   describe("error values", function()
     for _, e in ipairs(ERRORS) do
       for _, m in ipairs(MODES) do
         it(("%s raised, %s: join and the logger get a message, nothing crashes"):format(e.name, m.name), function()
-          local log = R.tmpname()
+          local log = H.tmpname()
           local t = llthreads.new(with_file_logger(e.raise), log)
           assert(rawequal(t:start(m.d, m.j), t))
           if m.j and not m.d then
-            local r = R.pack(t:join())
-            assert(r.n == 2 and r[1] == false and type(r[2]) == "string", "join gave " .. R.show_pack(r))
+            local r = H.pack(t:join())
+            assert(r.n == 2 and r[1] == false and type(r[2]) == "string", "join gave " .. H.show_pack(r))
             assert(r[2]:sub(1, #CHILD_PREFIX) == CHILD_PREFIX, "join message: " .. r[2]:sub(1, 200))
             if e.join then
               assert(r[2]:find(e.join, 1, true), "join message lacks the error: " .. r[2]:sub(1, 200))
             end
           elseif not m.d or m.j then
-            local r = R.pack(t:join())
-            assert(r[1] == true, "join gave " .. R.show_pack(r))
+            local r = H.pack(t:join())
+            assert(r[1] == true, "join gave " .. H.show_pack(r))
           end
           -- the logger ran in the child (in every mode) and got a string
-          assert(R.wait_file(log), "the logger was not called")
+          assert(H.wait_file(log), "the logger was not called")
           local f = assert(io.open(log, "rb"))
           local line = f:read("*a")
           f:close()
@@ -108,7 +108,7 @@ describe("faults in the child", function()
     for _, lg in ipairs(LOGGERS) do
       for _, m in ipairs(MODES) do
         it(("raising %s, %s: swallowed, the thread's own error still reaches join"):format(lg.name, m.name), function()
-          local done = R.tmpname()
+          local done = H.tmpname()
           -- the logger raises after leaving a mark, so we know it ran
           local code = "local done = ... require('llthreads').set_logger(function(msg) "
             .. "local f = io.open(done, 'wb') f:write(msg) f:close() (" .. lg.code .. ")() end) "
@@ -116,14 +116,14 @@ describe("faults in the child", function()
           local t = llthreads.new(code, done)
           t:start(m.d, m.j)
           if m.j and not m.d then
-            local r = R.pack(t:join())
-            assert(r.n == 2 and r[1] == false, "join gave " .. R.show_pack(r))
+            local r = H.pack(t:join())
+            assert(r.n == 2 and r[1] == false, "join gave " .. H.show_pack(r))
             assert(r[2]:find("original failure", 1, true), "join message: " .. tostring(r[2]))
             assert(not r[2]:find("logger boom", 1, true), "the logger's error leaked: " .. r[2])
           elseif not m.d or m.j then
             assert.are.equal(true, (t:join()))
           end
-          assert(R.wait_file(done), "the logger was not called")
+          assert(H.wait_file(done), "the logger was not called")
         end)
       end
     end
@@ -134,7 +134,7 @@ describe("faults in the child", function()
 
     it("returns 5000 values from a chunk, all of them", function()
       local t = llthreads.new(unpack_src .. "local t = {} for i = 1, 5000 do t[i] = i * 2 end return unpack(t, 1, 5000)")
-      local r = R.pack(t:start():join())
+      local r = H.pack(t:start():join())
       assert.are.equal(5001, r.n)
       assert.are.equal(true, r[1])
       for i = 1, 5000 do
@@ -145,8 +145,8 @@ describe("faults in the child", function()
     it("passes 5000 arguments and gets them back", function()
       local args = {}
       for i = 1, 5000 do args[i] = (i % 3 == 0) and tostring(i) or i end
-      local t = llthreads.new("return select('#', ...), ...", R.unpack(args, 1, 5000))
-      local r = R.pack(t:start():join())
+      local t = llthreads.new("return select('#', ...), ...", H.unpack(args, 1, 5000))
+      local r = H.pack(t:start():join())
       assert.are.equal(5002, r.n)
       assert.are.equal(5000, r[2])
       for i = 1, 5000 do
@@ -155,7 +155,7 @@ describe("faults in the child", function()
     end)
 
     it("keeps nils among many results", function()
-      local r = R.pack(llthreads.new("return nil, 1, nil, nil, 2, nil"):start():join())
+      local r = H.pack(llthreads.new("return nil, 1, nil, nil, 2, nil"):start():join())
       assert.are.equal(7, r.n)
       assert.are.same({ n = 7, true, nil, 1, nil, nil, 2, nil }, r)
     end)
@@ -164,7 +164,7 @@ describe("faults in the child", function()
 
     it("returns a 64 MiB string intact", function()
       local code = "local s = string.rep('\\0\\1\\2\\3\\4\\5\\6\\255', 8 * 1024 * 1024) return s .. 'tail', #s"
-      local r = R.pack(llthreads.new(code):start():join())
+      local r = H.pack(llthreads.new(code):start():join())
       assert(r.n == 3 and r[1] == true, "join gave " .. tostring(r[1]) .. ", " .. tostring(r[2]):sub(1, 100))
       local s = r[2]
       assert.are.equal(64 * MiB, r[3])
@@ -178,7 +178,7 @@ describe("faults in the child", function()
     it("passes a 64 MiB string argument intact", function()
       local s = string.rep("xyz\0", 16 * MiB)
       local code = "local s = ... return #s, s:sub(1, 4), s:sub(-4), s:byte(32 * 1024 * 1024 + 3)"
-      local r = R.pack(llthreads.new(code, s):start():join())
+      local r = H.pack(llthreads.new(code, s):start():join())
       assert.are.same({ n = 5, true, 64 * MiB, "xyz\0", "xyz\0", ("z"):byte() }, r)
     end)
   end)
@@ -192,13 +192,13 @@ describe("faults in the child", function()
     for _, c in ipairs(CASES) do
       it(("turns %s into an 'Un-supported value' string, also inside a table"):format(c.name), function()
         local code = ("local v = (function() %s end)() return v, { v, k = v }, 'after'"):format(c.code)
-        local r = R.pack(llthreads.new(code):start():join())
-        assert(r.n == 4 and r[1] == true, "join gave " .. R.show_pack(r))
+        local r = H.pack(llthreads.new(code):start():join())
+        assert(r.n == 4 and r[1] == true, "join gave " .. H.show_pack(r))
         local prefix = "Un-supported value: " .. c.type .. ": "
-        assert(type(r[2]) == "string" and r[2]:sub(1, #prefix) == prefix, "got " .. R.show(r[2]))
-        assert(type(r[3]) == "table", "got " .. R.show(r[3]))
-        assert(type(r[3][1]) == "string" and r[3][1]:sub(1, #prefix) == prefix, "got " .. R.show(r[3][1]))
-        assert(type(r[3].k) == "string" and r[3].k:sub(1, #prefix) == prefix, "got " .. R.show(r[3].k))
+        assert(type(r[2]) == "string" and r[2]:sub(1, #prefix) == prefix, "got " .. H.show(r[2]))
+        assert(type(r[3]) == "table", "got " .. H.show(r[3]))
+        assert(type(r[3][1]) == "string" and r[3][1]:sub(1, #prefix) == prefix, "got " .. H.show(r[3][1]))
+        assert(type(r[3].k) == "string" and r[3].k:sub(1, #prefix) == prefix, "got " .. H.show(r[3].k))
         assert.are.equal("after", r[4])
       end)
     end
@@ -208,49 +208,49 @@ describe("faults in the child", function()
     it("refuses a truncated precompiled chunk with an error in the caller", function()
       local dumped = string.dump(function() local a = 1 return a + 1 end)
       for _, cut in ipairs({ 1, 4, 12, #dumped - 1 }) do
-        R.assert_error(nil, llthreads.new, dumped:sub(1, cut))
+        H.assert_error(nil, llthreads.new, dumped:sub(1, cut))
       end
       -- and the whole chunk works
-      assert.are.same({ n = 2, true, 2 }, R.pack(llthreads.new(dumped):start():join()))
+      assert.are.same({ n = 2, true, 2 }, H.pack(llthreads.new(dumped):start():join()))
     end)
 
     it("compiles code with NUL bytes in it (binary safe)", function()
-      assert.are.same({ n = 3, true, "a\0b", 1 }, R.pack(llthreads.new("return 'a\0b', 1"):start():join()))
-      assert.are.same({ n = 2, true, 1 }, R.pack(llthreads.new("return 1 --\0 comment"):start():join()))
-      R.assert_error(nil, llthreads.new, "\0")
+      assert.are.same({ n = 3, true, "a\0b", 1 }, H.pack(llthreads.new("return 'a\0b', 1"):start():join()))
+      assert.are.same({ n = 2, true, 1 }, H.pack(llthreads.new("return 1 --\0 comment"):start():join()))
+      H.assert_error(nil, llthreads.new, "\0")
     end)
 
     it("refuses code nested too deeply for the parser with an error in the caller", function()
       local deep = "return " .. string.rep("(", 100000) .. "1" .. string.rep(")", 100000)
-      R.assert_error(nil, llthreads.new, deep)
+      H.assert_error(nil, llthreads.new, deep)
     end)
 
     it("runs empty code and code holding a 4 MiB literal", function()
-      assert.are.same({ n = 1, true }, R.pack(llthreads.new(""):start():join()))
-      local r = R.pack(llthreads.new("return '" .. string.rep("x", 4 * 1024 * 1024) .. "'"):start():join())
+      assert.are.same({ n = 1, true }, H.pack(llthreads.new(""):start():join()))
+      local r = H.pack(llthreads.new("return '" .. string.rep("x", 4 * 1024 * 1024) .. "'"):start():join())
       assert(r.n == 2 and r[1] == true and #r[2] == 4 * 1024 * 1024, "join gave " .. tostring(r[1]))
     end)
   end)
 
   describe("a thread that runs on while its object is collected", function()
     -- about 1 s of work in 50 ms sleeps, then a mark file
-    local LONG = R.CHILD_TIME .. "local done = ... for _ = 1, 20 do sleep(0.05) end "
+    local LONG = H.CHILD_TIME .. "local done = ... for _ = 1, 20 do sleep(0.05) end "
       .. "local f = assert(io.open(done, 'wb')) f:write('done') f:close()"
 
     for _, m in ipairs({ MODES[3], MODES[4] }) do
       it(("%s: collectgarbage returns at once, the thread finishes later"):format(m.name), function()
-        local done = R.tmpname()
+        local done = H.tmpname()
         local t = llthreads.new(LONG, done)
         t:start(m.d, m.j)
         t = nil
-        local t0 = R.now()
+        local t0 = H.now()
         collectgarbage()
         collectgarbage()
-        local took = R.now() - t0
+        local took = H.now() - t0
         -- the child needs 1 s or more: had collection waited for it, it would be done
-        assert(not R.exists(done), ("collectgarbage took %.2f s and the thread is done: it waited"):format(took))
+        assert(not H.exists(done), ("collectgarbage took %.2f s and the thread is done: it waited"):format(took))
         -- it keeps running and ends on its own
-        assert(R.wait_file(done, 15), "the thread never finished")
+        assert(H.wait_file(done, 15), "the thread never finished")
       end)
     end
   end)

@@ -7,7 +7,7 @@
 -- while reading its results must give the parent a clear error, and leak and
 -- crash nothing.
 
-local R = require "spec.robust_helper"
+local H = require "spec.helper"
 local llthreads = require "llthreads"
 
 local LIMIT = 200 * 1024
@@ -20,15 +20,15 @@ local function set_limit(n)
   return f(n)
 end
 
-if R.is_jit then
+if H.is_jit then
   describe("memory limit on LuaJIT", function()
     it("set_memory_limit raises the documented error", function()
       assert(type(llthreads.set_memory_limit) == "function", "llthreads.set_memory_limit is missing")
       for _, n in ipairs({ LIMIT, 1, 1024 * 1024 * 1024 }) do
-        R.assert_error("memory limit is not supported on LuaJIT", llthreads.set_memory_limit, n)
+        H.assert_error("memory limit is not supported on LuaJIT", llthreads.set_memory_limit, n)
       end
       -- and nothing changed: threads still get all the memory they want
-      local r = R.pack(llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t", string.rep("x", 1e6))
+      local r = H.pack(llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t", string.rep("x", 1e6))
         :start():join())
       assert.are.same({ n = 2, true, 1e6 }, r)
     end)
@@ -40,7 +40,7 @@ describe("memory limit (set_memory_limit)", function()
   after_each(function()
     -- never leave a limit behind for the other specs in this process
     if type(llthreads.set_memory_limit) == "function" then llthreads.set_memory_limit(nil) end
-    R.cleanup()
+    H.cleanup()
   end)
 
   local BIG = string.rep("x", 1024 * 1024)
@@ -51,23 +51,23 @@ describe("memory limit (set_memory_limit)", function()
   local function round()
     set_limit(LIMIT)
     -- arguments: one big string, and a table refused partway through
-    R.assert_error(OOM, llthreads.new, "return ...", BIG)
-    R.assert_error(OOM, llthreads.new, "return ...", 1, MANY)
+    H.assert_error(OOM, llthreads.new, "return ...", BIG)
+    H.assert_error(OOM, llthreads.new, "return ...", 1, MANY)
     -- code bigger than the limit
-    R.assert_error(OOM, llthreads.new, "return '" .. BIG .. "'")
+    H.assert_error(OOM, llthreads.new, "return '" .. BIG .. "'")
     -- the child runs out while running: join reports it
     local t = llthreads.new(QUIET .. "local t = {} for i = 1, 1e6 do t[i] = i end return #t")
-    local r = R.pack(t:start():join())
+    local r = H.pack(t:start():join())
     assert(r.n == 2 and r[1] == false and type(r[2]) == "string" and r[2]:find(OOM, 1, true),
-      "join gave " .. R.show_pack(r))
+      "join gave " .. H.show_pack(r))
     -- small things still work under the limit
-    assert.are.same({ n = 3, true, "small", 42 }, R.pack(llthreads.new("return ...", "small", 42):start():join()))
+    assert.are.same({ n = 3, true, "small", 42 }, H.pack(llthreads.new("return ...", "small", 42):start():join()))
     -- a limit too small for the state itself
     set_limit(1000)
-    R.assert_error(OOM, llthreads.new, "return")
+    H.assert_error(OOM, llthreads.new, "return")
     -- cleared: everything works again
     set_limit(nil)
-    local ok = R.pack(llthreads.new("local s = ... local t = {} for i = 1, 1e5 do t[i] = i end return #s, #t", BIG)
+    local ok = H.pack(llthreads.new("local s = ... local t = {} for i = 1, 1e5 do t[i] = i end return #s, #t", BIG)
       :start():join())
     assert.are.same({ n = 3, true, #BIG, 1e5 }, ok)
   end
@@ -80,41 +80,41 @@ describe("memory limit (set_memory_limit)", function()
     local before = llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t")
     set_limit(LIMIT)
     local after = llthreads.new(QUIET .. "local t = {} for i = 1, 1e6 do t[i] = i end return #t")
-    assert.are.same({ n = 2, true, 1e6 }, R.pack(before:start():join()))
-    local r = R.pack(after:start():join())
-    assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. R.show_pack(r))
+    assert.are.same({ n = 2, true, 1e6 }, H.pack(before:start():join()))
+    local r = H.pack(after:start():join())
+    assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. H.show_pack(r))
   end)
 
   it("0 clears the limit too", function()
     set_limit(LIMIT)
-    R.assert_error(OOM, llthreads.new, "return ...", BIG)
+    H.assert_error(OOM, llthreads.new, "return ...", BIG)
     set_limit(0)
-    assert.are.same({ n = 2, true, #BIG }, R.pack(llthreads.new("return #...", BIG):start():join()))
+    assert.are.same({ n = 2, true, #BIG }, H.pack(llthreads.new("return #...", BIG):start():join()))
   end)
 
   it("refuses a limit that is not a number", function()
     for _, v in ipairs({ "x", {}, true, print, io.stdout }) do
-      R.assert_error("bad argument #1", llthreads.set_memory_limit, v)
+      H.assert_error("bad argument #1", llthreads.set_memory_limit, v)
     end
   end)
 
   it("handles a child out of memory in every start mode", function()
     set_limit(LIMIT)
     for _, m in ipairs({ { false, false }, { false, true }, { true, false }, { true, true } }) do
-      local mark = R.tmpname()
+      local mark = H.tmpname()
       -- the child runs out of memory inside a pcall, marks that it got there, then runs out again
-      local t = llthreads.new(QUIET .. R.CHILD_MARK .. "local mk = ... local hog = {} "
+      local t = llthreads.new(QUIET .. H.CHILD_MARK .. "local mk = ... local hog = {} "
         .. "local ok, e = pcall(function() for i = 1, 1e6 do hog[i] = {} end end) "
         .. "hog = nil collectgarbage() mark(mk) assert(not ok, 'no memory error') "
         .. "local t = {} for i = 1, 1e6 do t[i] = {} end", mark)
       t:start(m[1], m[2])
       if m[2] and not m[1] then
-        local r = R.pack(t:join())
-        assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. R.show_pack(r))
+        local r = H.pack(t:join())
+        assert(r[1] == false and tostring(r[2]):find(OOM, 1, true), "join gave " .. H.show_pack(r))
       elseif m[2] or not m[1] then
         assert.are.equal(true, (t:join()))
       end
-      assert(R.wait_file(mark), "the child did not get to its mark")
+      assert(H.wait_file(mark), "the child did not get to its mark")
     end
   end)
 
@@ -129,13 +129,13 @@ describe("memory limit (set_memory_limit)", function()
       return t, t, #hog > 0
     ]]
     for _ = 1, 20 do
-      local ok, r = pcall(function() return R.pack(llthreads.new(code):start():join()) end)
+      local ok, r = pcall(function() return H.pack(llthreads.new(code):start():join()) end)
       if not ok then
-        assert(type(r) == "string" and r:find(OOM, 1, true), "join raised " .. R.show(r))
+        assert(type(r) == "string" and r:find(OOM, 1, true), "join raised " .. H.show(r))
       elseif r[1] == false then
-        assert(type(r[2]) == "string" and r[2]:find(OOM, 1, true), "join gave " .. R.show_pack(r))
+        assert(type(r[2]) == "string" and r[2]:find(OOM, 1, true), "join gave " .. H.show_pack(r))
       else
-        assert(r.n == 4 and r[1] == true, "join gave " .. R.show_pack(r))
+        assert(r.n == 4 and r[1] == true, "join gave " .. H.show_pack(r))
         assert(rawequal(r[2], r[3]), "the shared table was copied twice")
         assert.are.equal(300, #r[2])
         assert.are.same({ 300, "300" }, r[2][300])
@@ -151,12 +151,12 @@ describe("memory limit (set_memory_limit)", function()
       if i == 50 then
         collectgarbage()
         collectgarbage()
-        rss50 = R.rss_kb()
+        rss50 = H.rss_kb()
       end
     end
     collectgarbage()
     collectgarbage()
-    local grew = R.rss_kb() - rss50
+    local grew = H.rss_kb() - rss50
     assert(grew < 4096, ("RSS grew by %d kB between round 50 and 200"):format(grew))
   end)
 end)

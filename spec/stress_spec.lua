@@ -12,7 +12,7 @@
 --   threads starting threads    40 .. 800 (5 grandchildren each)
 --   storms on failing children 1000 .. 20000 (3000 .. 20000 in a fresh interpreter)
 
-local R = require "spec.robust_helper"
+local H = require "spec.helper"
 local llthreads = require "llthreads"
 
 local SCALE = tonumber(os.getenv("LLTHREADS_STRESS") or "") or 1
@@ -45,39 +45,39 @@ local MODES = {
 -- bug that makes the parent wait on gated children fails the test instead of
 -- hanging it.
 local function watchdog(gate, sec)
-  local code = R.CHILD_TIME .. "local p, s = ... sleep(s) local f = io.open(p, 'r+') if f then f:close() end"
+  local code = H.CHILD_TIME .. "local p, s = ... sleep(s) local f = io.open(p, 'r+') if f then f:close() end"
   return llthreads.new(code, gate.path, sec):start(true)
 end
 
 describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
-  after_each(R.cleanup)
+  after_each(H.cleanup)
 
   it(("runs %d threads one after another, each joined"):format(N_SEQ), function()
     local rss_early
     for i = 1, N_SEQ do
-      local r = R.pack(llthreads.new("return ...", i, "x"):start():join())
+      local r = H.pack(llthreads.new("return ...", i, "x"):start():join())
       if not (r.n == 3 and r[1] == true and r[2] == i and r[3] == "x") then
-        error(("iteration %d: join gave %s"):format(i, R.show_pack(r)))
+        error(("iteration %d: join gave %s"):format(i, H.show_pack(r)))
       end
       if i == math.floor(N_SEQ / 5) then
         collectgarbage()
-        rss_early = R.rss_kb()
+        rss_early = H.rss_kb()
       end
     end
     collectgarbage()
-    local grew = R.rss_kb() - rss_early
+    local grew = H.rss_kb() - rss_early
     assert(grew < 10 * 1024, ("RSS grew by %d kB over %d spawn+join"):format(grew, N_SEQ - N_SEQ / 5))
   end)
 
   it(("keeps %d threads alive at once, then joins them all"):format(M_ALIVE), function()
-    local gate = R.gate()
+    local gate = H.gate()
     finally(function() gate:release() end)
-    local tids = R.tmpname()
-    R.write_file(tids, "")
+    local tids = H.tmpname()
+    H.write_file(tids, "")
     -- each child appends the id of its OS thread, then waits on the gate
-    local code = R.CHILD_TID .. "do local f = assert(io.open((select(2, ...)), 'ab')) "
+    local code = H.CHILD_TID .. "do local f = assert(io.open((select(2, ...)), 'ab')) "
       .. "f:write(tostring(tid()) .. '\\n') f:close() end "
-      .. R.GATE_WAIT .. "return (select(3, ...))"
+      .. H.GATE_WAIT .. "return (select(3, ...))"
     local threads = {}
     for i = 1, M_ALIVE do
       threads[i] = llthreads.new(code, gate.path, tids, i)
@@ -94,28 +94,28 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
       end
       return n
     end
-    assert(R.wait_until(function() return count() >= M_ALIVE end, 60),
+    assert(H.wait_until(function() return count() >= M_ALIVE end, 60),
       ("%d distinct OS threads reported for %d started threads"):format(count(), M_ALIVE))
     for id in pairs(seen) do
-      assert(R.task_exists(id), "OS thread " .. id .. " is gone while its Lua thread waits")
+      assert(H.task_exists(id), "OS thread " .. id .. " is gone while its Lua thread waits")
     end
     for i = 1, M_ALIVE do
-      local a = R.pack(threads[i]:alive())
-      R.expect(a.n == 1 and a[1] == true, "thread %s: alive gave %s", i, a)
-      R.assert_nil_msg(R.pack(threads[i]:join(0)), "timeout")
+      local a = H.pack(threads[i]:alive())
+      H.expect(a.n == 1 and a[1] == true, "thread %s: alive gave %s", i, a)
+      H.assert_nil_msg(H.pack(threads[i]:join(0)), "timeout")
     end
     gate:release()
     for i = 1, M_ALIVE do
-      local r = R.pack(threads[i]:join())
-      R.expect(r.n == 2 and r[1] == true and r[2] == i, "thread %s: join gave %s", i, r)
+      local r = H.pack(threads[i]:join())
+      H.expect(r.n == 2 and r[1] == true and r[2] == i, "thread %s: join gave %s", i, r)
     end
     gate:close()
   end)
 
   for _, m in ipairs(MODES) do
     it(("collects %d thread objects while their threads run, %s"):format(K_GC, m.name), function()
-      local counter = R.tmpname()
-      R.write_file(counter, "")
+      local counter = H.tmpname()
+      H.write_file(counter, "")
       -- each child appends one byte when it is done
       -- (the counter path is the last argument: 1st when attached, 2nd after the gate)
       local function tail(argn)
@@ -133,31 +133,31 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
       else
         -- detached: the children wait on a gate while their objects are
         -- collected; collection must not wait for them
-        local gate = R.gate()
+        local gate = H.gate()
         finally(function() gate:release() end)
         watchdog(gate, 10)
         for i = 1, K_GC do
-          llthreads.new(R.GATE_WAIT .. tail(2), gate.path, counter):start(m.d, m.j)
+          llthreads.new(H.GATE_WAIT .. tail(2), gate.path, counter):start(m.d, m.j)
           if i % 50 == 0 then collectgarbage("step") end
         end
-        local t0 = R.now()
+        local t0 = H.now()
         collectgarbage()
         collectgarbage()
-        local took = R.now() - t0
+        local took = H.now() - t0
         assert(took < 5, ("collecting detached thread objects took %.2f s"):format(took))
         -- none could finish yet: they wait on the gate
-        assert.are.equal(0, R.file_size(counter))
+        assert.are.equal(0, H.file_size(counter))
         gate:release()
       end
       -- every child ran to its end, after its object was collected
-      assert(R.wait_until(function() return R.file_size(counter) == K_GC end, 60),
-        ("%s of %d children finished"):format(tostring(R.file_size(counter)), K_GC))
+      assert(H.wait_until(function() return H.file_size(counter) == K_GC end, 60),
+        ("%s of %d children finished"):format(tostring(H.file_size(counter)), K_GC))
     end)
   end
 
   it(("runs %d threads that start grandchildren in every mode and never join them"):format(NESTED), function()
-    local counter = R.tmpname()
-    R.write_file(counter, "")
+    local counter = H.tmpname()
+    H.write_file(counter, "")
     -- the child's state closes with its grandchildren's objects in it (in the
     -- child thread, or in the parent's join for start(false, true))
     local code = [[
@@ -177,24 +177,24 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
       if m.j or not m.d then joinable[#joinable + 1] = { t = t, m = m } end
       if #joinable >= 20 or i == NESTED then
         for _, e in ipairs(joinable) do
-          local r = R.pack(e.t:join())
+          local r = H.pack(e.t:join())
           if e.m.j and not e.m.d then
-            R.expect(r.n == 2 and r[1] == true and r[2] == "child done", "join gave %s", r)
+            H.expect(r.n == 2 and r[1] == true and r[2] == "child done", "join gave %s", r)
           else
-            R.expect(r[1] == true, "join gave %s", r)
+            H.expect(r[1] == true, "join gave %s", r)
           end
         end
         joinable = {}
       end
     end
-    assert(R.wait_until(function() return R.file_size(counter) == NESTED * 5 end, 60),
-      ("%s of %d grandchildren finished"):format(tostring(R.file_size(counter)), NESTED * 5))
+    assert(H.wait_until(function() return H.file_size(counter) == NESTED * 5 end, 60),
+      ("%s of %d grandchildren finished"):format(tostring(H.file_size(counter)), NESTED * 5))
   end)
 
   describe("interrupt storms", function()
     -- A child that keeps running (up to 20 s) whatever single interrupts hit
     -- its pcall; only interrupt(true) stops it early.
-    local LOOPER = QUIET .. R.CHILD_TIME .. [[
+    local LOOPER = QUIET .. H.CHILD_TIME .. [[
       local t0, caught = now(), 0
       while now() - t0 < 20 do
         local ok = pcall(function() local x = 0 for i = 1, 50 do x = x + i end return x end)
@@ -210,13 +210,13 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
       for _ = 1, 50 do
         for i = 1, STORM do
           local a = args[(i % #args) + 1]
-          threads[i]:interrupt(R.unpack(a, 1, a.n))
+          threads[i]:interrupt(H.unpack(a, 1, a.n))
         end
       end
       for i = 1, STORM do threads[i]:interrupt(true) end
       for i = 1, STORM do
-        local r = R.pack(threads[i]:join())
-        R.expect(r[1] == false and type(r[2]) == "string" and r[2]:find(INTERRUPTED, 1, true),
+        local r = H.pack(threads[i]:join())
+        H.expect(r[1] == false and type(r[2]) == "string" and r[2]:find(INTERRUPTED, 1, true),
           "thread %s: join gave %s", i, r)
         -- after join: no child state, interrupts do nothing
         threads[i]:interrupt()
@@ -256,11 +256,11 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
         end
         if not ended then
           if can_ask then
-            ended = R.wait_until(all_ended, 15)
+            ended = H.wait_until(all_ended, 15)
           else
             -- no alive() here: the busy children have stopped once the
             -- process stops using CPU
-            ended = R.wait_cpu_quiet(15)
+            ended = H.wait_cpu_quiet(15)
           end
         end
         assert(ended, "interrupt(true) did not stop the threads")
@@ -273,12 +273,12 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
         end
         if m.j or not m.d then
           for i = 1, n do
-            local r = R.pack(threads[i]:join())
+            local r = H.pack(threads[i]:join())
             if m.j and not m.d then
-              R.expect(r[1] == false and tostring(r[2]):find(INTERRUPTED, 1, true),
+              H.expect(r[1] == false and tostring(r[2]):find(INTERRUPTED, 1, true),
                 "thread %s: join gave %s", i, r)
             else
-              R.expect(r[1] == true, "thread %s: join gave %s", i, r)
+              H.expect(r[1] == true, "thread %s: join gave %s", i, r)
             end
             threads[i]:interrupt(true)
           end
@@ -297,15 +297,15 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
         local spins = 0
         while true do
           spins = spins + 1
-          local a = R.pack(t:alive())
-          R.expect(a.n == 1 and type(a[1]) == "boolean", "alive gave %s", a)
+          local a = H.pack(t:alive())
+          H.expect(a.n == 1 and type(a[1]) == "boolean", "alive gave %s", a)
           if a[1] == false then saw_finished = true end
-          local j = R.pack(t:join(0))
+          local j = H.pack(t:join(0))
           if j[1] == nil then
-            R.assert_nil_msg(j, "timeout")
-            R.expect(not saw_finished, "run %s: alive() said finished, then join(0) said timeout", i)
+            H.assert_nil_msg(j, "timeout")
+            H.expect(not saw_finished, "run %s: alive() said finished, then join(0) said timeout", i)
           else
-            R.expect(j.n == 2 and j[1] == true and j[2] == i, "run %s: join(0) gave %s", i, j)
+            H.expect(j.n == 2 and j[1] == true and j[2] == i, "run %s: join(0) gave %s", i, j)
             break
           end
           assert(spins < 1e7, "thread never finished")
@@ -325,14 +325,14 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
           repeat
             t:interrupt()
             t:interrupt(false)
-            j = R.pack(t:join(0))
+            j = H.pack(t:join(0))
           until j[1] ~= nil or j[2] ~= "timeout"
           if m.j and not m.d then
             local ok = (j.n == 2 and j[1] == true and j[2] == i)
               or (j[1] == false and tostring(j[2]):find(INTERRUPTED, 1, true))
-            R.expect(ok, "run %s: join(0) gave %s", i, j)
+            H.expect(ok, "run %s: join(0) gave %s", i, j)
           else
-            R.expect(j[1] == true, "run %s (%s): join(0) gave %s", i, m.name, j)
+            H.expect(j[1] == true, "run %s (%s): join(0) gave %s", i, m.name, j)
           end
           t:interrupt(true)
         end
@@ -355,7 +355,7 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
           ok, msg = t:join(0)
         until ok ~= nil or msg ~= "timeout"
         local m = tostring(msg)
-        R.expect(ok == false and (m:find("own failure", 1, true) or m:find(INTERRUPTED, 1, true)) ~= nil,
+        H.expect(ok == false and (m:find("own failure", 1, true) or m:find(INTERRUPTED, 1, true)) ~= nil,
           "run %s: join gave %s, %s", i, ok, msg)
       end
     end)
@@ -363,7 +363,7 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
     -- The same in a fresh interpreter: without busted's heap and modules in the
     -- way the parent storms faster and the window is hit far more often.
     it(("interrupt storms while the child fails with its own error, %d times in a fresh interpreter"):format(ERR_STORMS_FRESH), function()
-      local code, out = R.run_lua(([[
+      local code, out = H.run_lua(([[
         local llthreads = require "llthreads"
         local code = "require('llthreads').set_logger(function() end) "
           .. "local n = ... for i = 1, n do pcall(function() end) end error('own failure')"
@@ -378,8 +378,8 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
           end
         end
         print("LOST " .. lost .. " " .. tostring(first))
-      ]]):format(ERR_STORMS_FRESH), 300)
-      assert(not R.crashed(code, out), "crashed:\n" .. out:sub(-2000))
+      ]]):format(ERR_STORMS_FRESH), nil, 300)
+      assert(not H.crashed(code, out), "crashed:\n" .. out:sub(-2000))
       -- (the output also holds the children's reports of interrupted errors)
       assert(code == 0 and out:find("LOST 0 nil", 1, true),
         ("joins that lost the error (exit %s): %s"):format(tostring(code), out:match("LOST[^\n]*") or out:sub(-2000)))
@@ -391,13 +391,13 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
         local t = llthreads.new("return 1"):start(m.d, m.j)
         local j
         repeat
-          local a = R.pack(t:alive())
-          R.expect(a.n == 1 and type(a[1]) == "boolean", "alive gave %s", a)
-          j = R.pack(t:join(0))
-          if j[1] == nil then R.assert_nil_msg(j, "timeout") end
+          local a = H.pack(t:alive())
+          H.expect(a.n == 1 and type(a[1]) == "boolean", "alive gave %s", a)
+          j = H.pack(t:join(0))
+          if j[1] == nil then H.assert_nil_msg(j, "timeout") end
         until j[1] ~= nil
-        R.expect(j[1] == true, "run %s (%s): join(0) gave %s", i, m.name, j)
-        R.assert_nil_msg(R.pack(t:alive()), "Can't join a thread that has already been joined.")
+        H.expect(j[1] == true, "run %s (%s): join(0) gave %s", i, m.name, j)
+        H.assert_nil_msg(H.pack(t:alive()), "Can't join a thread that has already been joined.")
       end
     end)
   end)
@@ -444,8 +444,8 @@ describe("stress (LLTHREADS_STRESS=" .. SCALE .. ")", function()
         it(("%s with %s threads running: exit status %d, no crash (%d runs)"):format(c.what, m.name, c.code, EXIT_RUNS), function()
           local src = script(m, c.work, c.ending)
           for run = 1, EXIT_RUNS do
-            local code, out = R.run_lua(src, 60)
-            assert(not R.crashed(code, out), ("run %d crashed (exit %s):\n%s"):format(run, tostring(code), out))
+            local code, out = H.run_lua(src, nil, 60)
+            assert(not H.crashed(code, out), ("run %d crashed (exit %s):\n%s"):format(run, tostring(code), out))
             assert(code == c.code, ("run %d: exit status %s, want %d:\n%s"):format(run, tostring(code), c.code, out))
             assert(out:find("STARTED", 1, true), "script did not get to start its threads:\n" .. out)
           end
