@@ -12,8 +12,18 @@
 //! is the default when first needed (so a host's own handlers are never replaced);
 //! it is installed with `SA_RESTART`. A blocking call that the kernel does not restart
 //! (`nanosleep`, `poll`...) returns early with `EINTR` when its thread is interrupted.
+//!
+//! The handler finds the thread's [`Interruptor`] in the signal itself
+//! (`pthread_sigqueue` carries its address), not in a thread-local: in a `dlopen`ed
+//! library a thread-local goes through `__tls_get_addr`, which may take the loader's
+//! lock or call `malloc` once another library with thread-locals has been loaded, so
+//! a signal landing in `malloc` or `dlopen` (a child's `require`) could deadlock. The
+//! signal is unblocked on the child's thread only while its chunk runs; when the
+//! chunk ends it is blocked again and any instance still pending is discarded, so no
+//! handler ever sees the address of an interruptor that is gone.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
+use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -53,6 +63,9 @@ pub struct Interruptor {
     /// instance, so an interrupt storm would otherwise fill the user's pending-signal
     /// quota (`RLIMIT_SIGPENDING`), failing later sends here and in other programs.
     signalled: AtomicBool,
+    /// The running chunk's state, for the signal handler; null outside [`enter`] ..
+    /// [`leave`].
+    state: AtomicPtr<ffi::lua_State>,
     module: Module,
 }
 
@@ -61,6 +74,7 @@ impl Interruptor {
         Interruptor {
             request: AtomicU8::new(initial as u8),
             signalled: AtomicBool::new(false),
+            state: AtomicPtr::new(ptr::null_mut()),
             module,
         }
     }
@@ -72,12 +86,23 @@ impl Interruptor {
     fn get(&self) -> Request {
         Request::from_u8(self.request.load(Ordering::SeqCst))
     }
+
+    /// Turns a pending "once" into no request; false if another request replaced it.
+    fn consume_once(&self) -> bool {
+        self.request
+            .compare_exchange(
+                Request::Once as u8,
+                Request::None as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
 }
 
-// The running chunk of this thread, for the signal handler and the hook. Atomics,
-// because a signal handler may read them at any point of this thread's execution.
+// The interruptor of the chunk this thread runs, for the hook (which Lua calls in
+// ordinary context, where a thread-local is fine; the signal handler never reads it).
 thread_local! {
-    static STATE: AtomicPtr<ffi::lua_State> = const { AtomicPtr::new(ptr::null_mut()) };
     static INTERRUPTOR: AtomicPtr<Interruptor> = const { AtomicPtr::new(ptr::null_mut()) };
 }
 
@@ -89,35 +114,77 @@ thread_local! {
 /// `state` is the child's state, used by this thread only; `interruptor` outlives the
 /// matching [`leave`].
 pub unsafe fn enter(state: RawState, interruptor: &Interruptor) -> libc::pthread_t {
-    let signal = signal();
-    // (The first access also allocates this thread's TLS block, here rather than
-    // inside the signal handler.)
     INTERRUPTOR.with(|i| i.store(interruptor as *const _ as *mut _, Ordering::SeqCst));
-    STATE.with(|s| s.store(state, Ordering::SeqCst));
-    // SAFETY: (1) unblocking a signal for this thread only; (2) `state` is this
-    // thread's own state, so `lua_sethook` runs where Lua expects it.
-    unsafe {
-        if let Some(sig) = signal {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut());
-        }
-        apply(state, interruptor.get());
-        libc::pthread_self()
+    interruptor.state.store(state, Ordering::SeqCst);
+    if let Some(sig) = signal() {
+        set_blocked(sig, false);
     }
+    // SAFETY: `state` is this thread's own state, so `lua_sethook` runs where Lua
+    // expects it.
+    unsafe { apply(state, interruptor.get()) };
+    // SAFETY: no preconditions.
+    unsafe { libc::pthread_self() }
 }
 
-/// Called on the child's thread when its chunk is done: the handler no longer reaches
-/// the state, and any hook is removed.
+/// Called on the child's thread when its chunk is done, after the last [`deliver`]
+/// for it: no handler runs for it any more, and any hook is removed.
 ///
 /// # Safety
-/// Same thread and state as the matching [`enter`].
-pub unsafe fn leave(state: RawState) {
-    STATE.with(|s| s.store(ptr::null_mut(), Ordering::SeqCst));
+/// Same thread, state and interruptor as the matching [`enter`].
+pub unsafe fn leave(state: RawState, interruptor: &Interruptor) {
+    if let Some(sig) = signal() {
+        // Blocked first, then drained: a signal sent before the chunk ended either
+        // ran its handler already or is discarded here, while `interruptor` lives.
+        set_blocked(sig, true);
+        discard_pending(sig);
+    }
+    interruptor.state.store(ptr::null_mut(), Ordering::SeqCst);
     INTERRUPTOR.with(|i| i.store(ptr::null_mut(), Ordering::SeqCst));
     // SAFETY: this thread's own state.
     unsafe { ffi::lua_sethook(state, None, 0, 0) };
+}
+
+/// Blocks or unblocks `sig` for the calling thread only.
+fn set_blocked(sig: c_int, blocked: bool) {
+    let how = if blocked {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: a signal set built in place and given to the calling thread's mask.
+    unsafe {
+        let set = signal_set(sig);
+        libc::pthread_sigmask(how, &set, ptr::null_mut());
+    }
+}
+
+/// Takes every pending instance of `sig` (blocked by the caller) without running the
+/// handler.
+fn discard_pending(sig: c_int) {
+    let set = signal_set(sig);
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: valid set and timeout; the signal information is not wanted.
+        let got = unsafe { libc::sigtimedwait(&set, ptr::null_mut(), &zero) };
+        let interrupted =
+            got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        if got != sig && !interrupted {
+            break; // EAGAIN: nothing (more) pending
+        }
+    }
+}
+
+fn signal_set(sig: c_int) -> libc::sigset_t {
+    // SAFETY: `sigemptyset` initialises the set before `sigaddset` reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        set
+    }
 }
 
 /// Wakes the child's thread so that it installs its hook, unless a signal is already
@@ -131,8 +198,11 @@ pub fn deliver(thread: libc::pthread_t, interruptor: &Interruptor) {
     if interruptor.signalled.swap(true, Ordering::SeqCst) {
         return;
     }
+    let value = libc::sigval {
+        sival_ptr: interruptor as *const Interruptor as *mut c_void,
+    };
     // SAFETY: the caller guarantees `thread` is a live thread of this process.
-    let rc = unsafe { libc::pthread_kill(thread, sig) };
+    let rc = unsafe { libc::pthread_sigqueue(thread, sig, value) };
     if rc != 0 {
         interruptor.signalled.store(false, Ordering::SeqCst);
         log::warn!("could not signal a thread to interrupt it (error {rc})");
@@ -154,8 +224,8 @@ fn signal() -> Option<c_int> {
                     continue;
                 }
                 let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = on_signal as extern "C" fn(c_int) as usize;
-                new.sa_flags = libc::SA_RESTART;
+                new.sa_sigaction = on_signal as Handler as usize;
+                new.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
                 libc::sigemptyset(&mut new.sa_mask);
                 if libc::sigaction(sig, &new, ptr::null_mut()) == 0 {
                     log::debug!("interrupts use signal {sig}");
@@ -167,24 +237,43 @@ fn signal() -> Option<c_int> {
     })
 }
 
-/// Runs on the interrupted child's thread, at any point of its execution.
-extern "C" fn on_signal(_sig: c_int) {
-    let state = STATE.with(|s| s.load(Ordering::SeqCst));
-    let interruptor = INTERRUPTOR.with(|i| i.load(Ordering::SeqCst));
-    if state.is_null() || interruptor.is_null() {
-        return; // the chunk has ended, or this was a late signal for an earlier one
+type Handler = extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+
+/// Runs on the interrupted child's thread, at any point of its execution. Only
+/// async-signal-safe work here: atomics, `getpid` and `lua_sethook`.
+extern "C" fn on_signal(_sig: c_int, info: *mut libc::siginfo_t, _context: *mut c_void) {
+    // SAFETY: the kernel passes a valid `siginfo_t` to an `SA_SIGINFO` handler.
+    let Some(info) = (unsafe { info.as_ref() }) else {
+        return;
+    };
+    // Only what `deliver` queued carries an interruptor: not a `kill` or another
+    // process's signal.
+    // SAFETY: `getpid` has no preconditions; `si_pid` and `si_value` are the
+    // fields of an `SI_QUEUE` signal, checked first.
+    let ours = info.si_code == libc::SI_QUEUE && unsafe { info.si_pid() == libc::getpid() };
+    if !ours {
+        return;
     }
-    // SAFETY: (1) both pointers were stored by `enter` on this thread and are cleared
-    // by `leave` before they become invalid; (2) `lua_sethook` is documented safe to
-    // call asynchronously, as from a signal handler, on the thread running the state;
-    // (3) atomics and `lua_sethook` neither allocate nor take locks.
-    unsafe {
-        let interruptor = &*interruptor;
-        // Cleared before reading the request: a request made after this point sends
-        // a new signal, so none is missed.
-        interruptor.signalled.store(false, Ordering::SeqCst);
-        apply(state, interruptor.get());
+    // SAFETY: `si_value` is set for an `SI_QUEUE` signal.
+    let interruptor = unsafe { info.si_value().sival_ptr } as *const Interruptor;
+    // SAFETY: (1) `deliver` queued the address of an interruptor whose chunk was
+    // running on this thread; (2) the signal is unblocked only between `enter` and
+    // `leave`, and `leave` discards what is still pending before the interruptor can
+    // go (its record outlives `leave`), so it is alive now.
+    let Some(interruptor) = (unsafe { interruptor.as_ref() }) else {
+        return;
+    };
+    // Cleared before reading the request: a request made after this point sends a
+    // new signal, so none is missed.
+    interruptor.signalled.store(false, Ordering::SeqCst);
+    let state = interruptor.state.load(Ordering::SeqCst);
+    if state.is_null() {
+        return;
     }
+    // SAFETY: `state` is the state of the chunk running on this thread (set by
+    // `enter` before the signal was unblocked); `lua_sethook` is documented safe to
+    // call asynchronously from a signal handler on the thread running the state.
+    unsafe { apply(state, interruptor.get()) };
 }
 
 /// Installs the hook for a raising request; "remove" is left to the hook itself.
@@ -203,7 +292,8 @@ unsafe fn apply(state: RawState, request: Request) {
 unsafe extern "C-unwind" fn hook(l: RawState, _ar: *mut ffi::lua_Debug) {
     let interruptor = INTERRUPTOR.with(|i| i.load(Ordering::SeqCst));
     // SAFETY: Lua runs hooks on the child's thread, where raising is allowed; this frame
-    // owns nothing. `interruptor` is valid while non-null (see `on_signal`).
+    // owns nothing. `interruptor` is valid while non-null: `leave` clears it before
+    // the record that holds it can go.
     unsafe {
         if interruptor.is_null() {
             ffi::lua_sethook(l, None, 0, 0);
@@ -214,16 +304,35 @@ unsafe extern "C-unwind" fn hook(l: RawState, _ar: *mut ffi::lua_Debug) {
             return; // let the error being reported through; the hook stays set
         }
         match interruptor.get() {
-            Request::None | Request::Remove => {
-                ffi::lua_sethook(l, None, 0, 0);
-            }
+            Request::None | Request::Remove => remove_hook(l, interruptor),
             Request::Once => {
-                interruptor.set(Request::None);
-                ffi::lua_sethook(l, None, 0, 0);
-                raise_interrupted(l, interruptor.module)
+                // Only this request is consumed: a newer one stored since `get` stays.
+                if interruptor.consume_once() {
+                    remove_hook(l, interruptor);
+                    raise_interrupted(l, interruptor.module)
+                }
+                // A newer request replaced it; the next event acts on that one.
             }
             Request::Always => raise_interrupted(l, interruptor.module),
         }
+    }
+}
+
+/// Takes the hook away, unless a request that raises was made meanwhile.
+///
+/// The parent may store a request at any point of the hook, and the signal handler
+/// may run in the middle of it (it interrupts this very thread): a request made after
+/// the hook read "remove", or the hook the handler installed for it, would otherwise
+/// be undone by the removal. So the request is read again after removing, and the
+/// hook put back for it. A request made later still sends a signal of its own.
+///
+/// # Safety
+/// Inside a hook on `l`, the state of `interruptor`'s thread.
+unsafe fn remove_hook(l: RawState, interruptor: &Interruptor) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_sethook(l, None, 0, 0);
+        apply(l, interruptor.get());
     }
 }
 
@@ -256,5 +365,31 @@ unsafe fn in_message_handler(l: RawState) -> bool {
         ffi::lua_settop(l, -2);
         let handler: ffi::lua_CFunction = child::traceback;
         running.is_some_and(|f| std::ptr::fn_addr_eq(f, handler))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The defect: the hook consumed "once" by storing "none", overwriting an
+    // `interrupt(true)` the parent made between the hook's read and that store, so a
+    // thread meant to stop ran to its end (seen in the full-size stress run).
+    #[test]
+    fn once_consumed_by_the_hook_does_not_clobber_a_newer_always() {
+        let interruptor = Interruptor::new(Module::Llthreads, Request::Once);
+        let seen = interruptor.get(); // the hook reads "once"...
+        interruptor.set(Request::Always); // ...the parent asks for more meanwhile
+        assert_eq!(seen, Request::Once);
+        assert!(!interruptor.consume_once());
+        assert_eq!(interruptor.get(), Request::Always);
+    }
+
+    #[test]
+    fn once_is_consumed_when_no_newer_request_came() {
+        let interruptor = Interruptor::new(Module::Llthreads, Request::Once);
+        assert!(interruptor.consume_once());
+        assert_eq!(interruptor.get(), Request::None);
+        assert!(!interruptor.consume_once());
     }
 }

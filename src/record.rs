@@ -82,7 +82,7 @@ impl Record {
         progress.thread = None;
         progress.code_ended = true;
         // SAFETY: forwarded contract.
-        unsafe { interrupt::leave(state) };
+        unsafe { interrupt::leave(state, &self.interruptor) };
     }
 
     /// Called by the child as its last act on the record.

@@ -6,11 +6,10 @@
 #
 # memcheck runs with --leak-check=full --errors-for-leak-kinds=definite,indirect
 # --error-exitcode=99 --suppressions=tools/valgrind.supp --fair-sched=yes, at the
-# modest stress size
-# (LLTHREADS_STRESS=1). Sub-processes the specs start (the exit tests) run natively.
+# modest stress size (LLTHREADS_STRESS=1). Sub-processes the specs start (the exit tests) run natively.
 # It reports memcheck's errors and the bytes definitely and indirectly lost, and
 # exits non-zero when there is any of them, when a spec fails or when the run did
-# not complete. Expect 5-10 minutes for the whole spec folder on 2 cores.
+# not complete. The whole spec folder takes about 6 minutes on 2 cores.
 #
 # Uses build/lua54/llthreads.so made by tools/test.sh; builds it the same way
 # (tools/lib.sh ll_build) when it is missing, or always with LLTHREADS_REBUILD=1.
