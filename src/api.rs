@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use mlua::ffi;
 
-use crate::child::{self, LOGGER_FIELD};
-use crate::copy::{copy_values, CopyError, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
-use crate::ffi::{
-    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
-};
+use crate::child::Frame;
+use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
+use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
+use crate::names::{Module, LOGGER_FIELD};
+use crate::raw::{
+    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, RawState,
+};
 use crate::state::ChildState;
 use crate::thread::{Joined, StartError, Thread};
 
@@ -27,23 +29,6 @@ const VERSION_STRING: &CStr = c"0.1.0";
 /// one copy are never handled by another copy's code and statics).
 static METATABLE_KEY: u8 = 0;
 static MEMORY_LIMIT_KEY: u8 = 0;
-
-/// Which name the module was loaded as; it names `interrupted_error`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Module {
-    #[default]
-    Llthreads,
-    Llthreads2,
-}
-
-impl Module {
-    pub fn interrupted_error(self) -> &'static CStr {
-        match self {
-            Module::Llthreads => c"llthreads: thread was interrupted",
-            Module::Llthreads2 => c"llthreads2: thread was interrupted",
-        }
-    }
-}
 
 /// An error to raise once the frame that found it has dropped what it owned.
 #[derive(Clone, Copy)]
@@ -279,67 +264,37 @@ unsafe fn build(
     limit: Option<usize>,
 ) -> Result<Thread, Raise> {
     let state = ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?;
+    let c = state.raw();
     let mut load_failed = false;
-    let mut copy_error = None;
     let mut body = |c: RawState| -> c_int {
-        // SAFETY: protected on the child `c`, which nobody else uses yet; the parent `l`
-        // is only read (the copier's contract, with the slots reserved by `new`).
+        // SAFETY: protected on the child `c`, which nobody else uses yet.
         unsafe {
             ffi::luaL_openlibs(c);
-            ffi::lua_pushcfunction(c, child::traceback);
+            ffi::lua_pushcfunction(c, traceback);
             let name = code.as_ptr().cast();
             if ffi::luaL_loadbuffer(c, code.as_ptr().cast(), code.len(), name) != ffi::LUA_OK {
                 load_failed = true;
                 return 1;
             }
-            if let Err(e) = copy_values(l, c, 2, nargs, Unsupported::Refuse) {
-                copy_error = Some(e);
-                return 0;
-            }
-            ffi::lua_gettop(c)
+            Frame::CHUNK
         }
     };
     // SAFETY: a fresh state has LUA_MINSTACK free slots; the body keeps its contract.
-    let status = unsafe { protected(state.raw(), 0, ffi::LUA_MULTRET, &mut body) };
-    if let Some(e) = copy_error {
-        return Err(e.into());
-    }
+    let status = unsafe { protected(c, 0, ffi::LUA_MULTRET, &mut body) };
     if status != ffi::LUA_OK || load_failed {
         // SAFETY: the child's error object is on its top; `l` has room.
-        unsafe { push_message_from(state.raw(), l) };
+        unsafe { push_message(c, l, b"") };
         return Err(Raise::Top);
     }
-    Ok(Thread::new(module, state))
-}
-
-/// Pushes onto `to` the message on top of `from` (a string, or a description of the
-/// value), or the out-of-memory error that pushing it caused.
-///
-/// # Safety
-/// `to` is the calling state with three free slots; `from` is used by no other thread.
-unsafe fn push_message_from(from: RawState, to: RawState) {
-    let mut body = |to: RawState| -> c_int {
-        // SAFETY: protected on `to`; `from` is only read.
-        unsafe { push_error_text(from, to) };
-        1
-    };
-    // SAFETY: see the function's contract; on failure the error object is pushed.
-    unsafe { protected(to, 0, 1, &mut body) };
-}
-
-/// Pushes the text of the error object on top of `from` onto `to`.
-///
-/// # Safety
-/// Protected on `to`; `from` is only read.
-unsafe fn push_error_text(from: RawState, to: RawState) {
-    // SAFETY: see the function's contract.
-    unsafe {
-        match string_at(from, -1) {
-            Some(msg) => push_bytes(to, msg),
-            None => {
-                let tname = ffi::lua_typename(from, ffi::lua_type(from, -1));
-                ffi::lua_pushfstring(to, c"(error object is a %s value)".as_ptr(), tname);
-            }
+    // SAFETY: `c` holds `[handler, chunk]`; the parent `l` is only read, with the
+    // slots reserved by `new`.
+    match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse) } {
+        Ok(_) => Ok(Thread::new(module, state)),
+        Err(Failure::Copy(e)) => Err(e.into()),
+        Err(Failure::Raised) => {
+            // SAFETY: as above.
+            unsafe { push_message(c, l, b"") };
+            Err(Raise::Top)
         }
     }
 }
@@ -501,40 +456,27 @@ fn duration_from_ms(ms: f64) -> Option<Duration> {
 /// `[handler, results...]` with room left by the child runtime).
 unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<c_int, Raise> {
     let c = state.raw();
-    let mut too_deep = false;
-    let mut body = |l: RawState| -> c_int {
-        // SAFETY: protected on the parent `l`; the finished child `c` is only read.
-        unsafe {
-            if status != ffi::LUA_OK {
-                ffi::lua_pushboolean(l, 0);
-                ffi::lua_pushstring(l, c"Error from child thread: ".as_ptr());
-                push_error_text(c, l);
-                ffi::lua_concat(l, 2);
-                return 2;
-            }
+    // SAFETY: `l` is the calling state with LUA_MINSTACK slots in a C function and
+    // owns nothing here; the finished child `c` is only read, with the room the child
+    // runtime left on its stack.
+    let outcome = unsafe {
+        if status != ffi::LUA_OK {
+            ffi::lua_pushboolean(l, 0);
+            push_message(c, l, b"Error from child thread: ");
+            Ok(2)
+        } else {
             ffi::lua_pushboolean(l, 1);
-            match copy_values(c, l, 2, ffi::lua_gettop(c), Unsupported::Describe) {
-                Ok(n) => n + 1,
-                Err(_) => {
-                    too_deep = true;
-                    0
-                }
-            }
+            let last = ffi::lua_gettop(c);
+            transfer(c, l, Frame::FIRST_RESULT, last, Unsupported::Describe).map(|n| n + 1)
         }
     };
-    // SAFETY: `l` has LUA_MINSTACK slots in a C function; the body keeps its contract.
-    let base = unsafe { ffi::lua_gettop(l) };
-    let status = unsafe { protected(l, 0, ffi::LUA_MULTRET, &mut body) };
     drop(state);
     log::debug!("parent closed the child state in join");
-    if status != ffi::LUA_OK {
-        return Err(Raise::Top);
+    match outcome {
+        Ok(n) => Ok(n),
+        Err(Failure::Copy(e)) => Err(e.into()),
+        Err(Failure::Raised) => Err(Raise::Top),
     }
-    if too_deep {
-        return Err(Raise::TooDeep);
-    }
-    // SAFETY: `l` is valid.
-    Ok(unsafe { ffi::lua_gettop(l) } - base)
 }
 
 unsafe extern "C-unwind" fn l_alive(l: RawState) -> c_int {

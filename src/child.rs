@@ -1,7 +1,7 @@
 //! The child runtime: what runs on the new OS thread.
 //!
-//! The child state's stack, prepared by `new`, is `[traceback handler, chunk, args...]`.
-//! The chunk runs under `lua_pcall` with that handler; an error is reported through
+//! The child state's stack, prepared by `new`, is laid out as [`Frame`] says. The chunk
+//! runs under `lua_pcall` with the message handler; an error is reported through
 //! the child state's logger; then, depending on the mode, the child closes its own
 //! state or leaves it (with the results on its stack) for the parent's `join`.
 
@@ -12,14 +12,26 @@ use std::sync::Arc;
 use mlua::ffi;
 
 use crate::copy::SOURCE_SLOTS;
-use crate::ffi::{protected, string_at, RawState};
+use crate::names::LOGGER_FIELD;
 use crate::pool;
+use crate::raw::{protected, string_at, RawState};
 use crate::record::Record;
 use crate::state::ChildState;
 
-/// Registry field holding a state's logger. A string key, so that every copy of this
-/// library loaded in the process (e.g. as `llthreads` and as `llthreads2`) finds it.
-pub const LOGGER_FIELD: &std::ffi::CStr = c"LLThread logger holder";
+/// The child state's stack from `new` to `join`: `[handler, chunk, args...]` before
+/// the chunk runs, `[handler, results...]` (or `[handler, error]`) after.
+pub struct Frame;
+
+impl Frame {
+    /// The message handler the chunk runs under.
+    pub const HANDLER: c_int = 1;
+    /// The compiled chunk.
+    pub const CHUNK: c_int = 2;
+    /// The chunk's first argument; the rest follow up to the top.
+    pub const FIRST_ARG: c_int = 3;
+    /// After the run, the first result (or the error object); the rest up to the top.
+    pub const FIRST_RESULT: c_int = 2;
+}
 
 /// Who closes the child state when the chunk is done.
 pub enum Owner {
@@ -81,9 +93,10 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
     let mut status = ffi::LUA_OK;
     let mut body = |l: RawState| -> c_int {
         // SAFETY: runs protected on `l`, which only this thread uses; the frame holds
-        // `[handler, chunk, args...]` exactly as `new` left the stack.
+        // the stack exactly as `new` left it (see `Frame`).
         unsafe {
-            status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 1);
+            let nargs = ffi::lua_gettop(l) - (Frame::FIRST_ARG - 1);
+            status = ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, Frame::HANDLER);
             // Room for the parent to read the results without growing this stack
             // later, when growing could raise outside any protected call.
             ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"no room for results".as_ptr());
@@ -95,7 +108,7 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
         }
     };
     // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
-    // stack holds `[handler, chunk, args...]` with free slots left by `new`; (3) the
+    // stack is laid out as `Frame` says, with free slots left by `new`; (3) the
     // body owns nothing and does not panic.
     let outer = unsafe {
         record.enter(l);
@@ -113,25 +126,6 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
         unsafe { report_error(l) };
     }
     status
-}
-
-/// The message handler the chunk runs under: appends a traceback to string errors and
-/// leaves other error values as they are.
-///
-/// # Safety
-/// Called by Lua as a message handler, with the error object at index 1.
-pub unsafe extern "C-unwind" fn traceback(l: RawState) -> c_int {
-    // SAFETY: Lua calls this inside the failing `lua_pcall`, so a raise (out of memory)
-    // turns into LUA_ERRERR there; this frame owns nothing.
-    unsafe {
-        if ffi::lua_type(l, 1) == ffi::LUA_TSTRING {
-            let msg = ffi::lua_tolstring(l, 1, std::ptr::null_mut());
-            ffi::luaL_traceback(l, l, msg, 1);
-        } else {
-            ffi::lua_settop(l, 1);
-        }
-    }
-    1
 }
 
 /// Passes `"Error from thread: " .. msg` to the state's logger, or writes it to stderr

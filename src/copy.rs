@@ -10,7 +10,7 @@ use std::ffi::{c_int, c_void};
 
 use mlua::ffi;
 
-use crate::ffi::RawState;
+use crate::raw::{protected, RawState};
 
 /// Deepest value nesting copied; counted per value, as the C original counts it:
 /// a top-level value is at depth 1 and a table's keys and values one deeper.
@@ -65,7 +65,7 @@ pub unsafe fn copy_values(
     last: c_int,
     unsupported: Unsupported,
 ) -> Result<c_int, CopyError> {
-    let count = (last - first + 1).max(0);
+    let count = count(first, last);
     // SAFETY: raising on `to` is allowed (reason 1). The placeholder keeps the cache's
     // index fixed below the copied values.
     unsafe {
@@ -89,6 +89,55 @@ pub unsafe fn copy_values(
     // SAFETY: the cache slot is below the copied values; removing it cannot raise.
     unsafe { ffi::lua_remove(to, copier.cache) };
     Ok(count)
+}
+
+/// Why [`transfer`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The copier refused a value; nothing is left pushed on the target.
+    Copy(CopyError),
+    /// The target raised (out of memory); its error object is on the target's top.
+    Raised,
+}
+
+/// Copies `from[first..=last]` onto `to` inside a protected call on `to`: the one way
+/// the library moves values between states (arguments at `new`, results at `join`).
+/// Returns how many values were pushed.
+///
+/// # Safety
+/// 1. `to` is valid, used by this thread only, with two free stack slots, in a frame
+///    that owns nothing needing `Drop` across this call (errors stop inside it).
+/// 2. `from` and `first..=last` as for [`copy_values`], including the reserved slots.
+pub unsafe fn transfer(
+    from: RawState,
+    to: RawState,
+    first: c_int,
+    last: c_int,
+    unsupported: Unsupported,
+) -> Result<c_int, Failure> {
+    let mut refused = None;
+    let mut body = |to: RawState| -> c_int {
+        // SAFETY: protected on `to` (contract reason 1); `from` is only read (reason 2).
+        match unsafe { copy_values(from, to, first, last, unsupported) } {
+            Ok(n) => n,
+            Err(e) => {
+                refused = Some(e);
+                0
+            }
+        }
+    };
+    // SAFETY: the contract above is `protected`'s; the body owns nothing and does not
+    // panic.
+    let status = unsafe { protected(to, 0, ffi::LUA_MULTRET, &mut body) };
+    match (status, refused) {
+        (ffi::LUA_OK, None) => Ok(count(first, last)),
+        (ffi::LUA_OK, Some(e)) => Err(Failure::Copy(e)),
+        _ => Err(Failure::Raised),
+    }
+}
+
+fn count(first: c_int, last: c_int) -> c_int {
+    (last - first + 1).max(0)
 }
 
 impl Copier {

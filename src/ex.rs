@@ -5,7 +5,7 @@ use std::ffi::{c_int, CStr};
 
 use mlua::ffi;
 
-use crate::ffi::{raise_top, RawState};
+use crate::raw::{raise_top, RawState};
 
 const SOURCE: &str = include_str!("ex.lua");
 

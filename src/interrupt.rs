@@ -30,9 +30,9 @@ use std::sync::OnceLock;
 
 use mlua::ffi;
 
-use crate::api::Module;
-use crate::child;
-use crate::ffi::{raise_top, RawState};
+use crate::errors;
+use crate::names::Module;
+use crate::raw::{raise_top, RawState};
 
 /// What `interrupt` asked for; stored in [`Interruptor::request`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,7 +363,7 @@ unsafe fn in_message_handler(l: RawState) -> bool {
         ffi::lua_getinfo(l, c"f".as_ptr(), &mut ar);
         let running = ffi::lua_tocfunction(l, -1);
         ffi::lua_settop(l, -2);
-        let handler: ffi::lua_CFunction = child::traceback;
+        let handler: ffi::lua_CFunction = errors::traceback;
         running.is_some_and(|f| std::ptr::fn_addr_eq(f, handler))
     }
 }

@@ -5,7 +5,11 @@
 //! Data flows one way: the Lua-facing API ([`api`]) builds a child state ([`state`]),
 //! copying the arguments into it ([`copy`]); the parent-side object ([`thread`]) starts
 //! the child runtime ([`child`]) on an OS thread and shares a [`record`] with it; `join`
-//! copies the results back. Raw Lua calls that can raise are confined to [`ffi`].
+//! copies the results back. Raw Lua calls that can raise are confined to [`raw`].
+//!
+//! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`pin`], [`pool`]
+//! → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`record`] → [`child`]
+//! → [`thread`] → [`api`], [`ex`].
 
 #![warn(unsafe_op_in_unsafe_fn)]
 
@@ -22,19 +26,21 @@ mod api;
 mod child;
 mod copy;
 mod diag;
+mod errors;
 mod ex;
-mod ffi;
 mod interrupt;
+mod names;
 mod pin;
 mod pool;
+mod raw;
 mod record;
 mod state;
 mod thread;
 
 use std::ffi::c_int;
 
-use crate::api::Module;
-use crate::ffi::RawState;
+use crate::names::Module;
+use crate::raw::RawState;
 
 /// `require "llthreads"`.
 ///

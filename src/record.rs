@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::api::Module;
-use crate::ffi::RawState;
 use crate::interrupt::{self, Interruptor, Request};
+use crate::names::Module;
+use crate::raw::RawState;
 
 struct Progress {
     /// The OS thread running the chunk, from `enter` until `code_ended`: the only

@@ -9,7 +9,7 @@ use std::ffi::{c_int, c_void};
 
 use mlua::ffi;
 
-use crate::ffi::RawState;
+use crate::raw::RawState;
 
 /// The allocator's bookkeeping for a state with a memory limit.
 #[cfg_attr(feature = "luajit", allow(dead_code))]
@@ -130,7 +130,7 @@ unsafe extern "C" fn limited_alloc(
 #[cfg(not(feature = "luajit"))]
 unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     // SAFETY: Lua calls this with the error object on top of `l`.
-    let msg = unsafe { crate::ffi::string_at(l, -1) }.unwrap_or(b"(error object is not a string)");
+    let msg = unsafe { crate::raw::string_at(l, -1) }.unwrap_or(b"(error object is not a string)");
     let mut err = std::io::stderr().lock();
     let _ = std::io::Write::write_all(&mut err, b"PANIC: unprotected error in call to Lua API (");
     let _ = std::io::Write::write_all(&mut err, msg);

@@ -14,9 +14,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::Module;
 use crate::child::{self, Owner};
 use crate::interrupt::Request;
+use crate::names::Module;
 use crate::pool;
 use crate::record::Record;
 use crate::state::ChildState;
