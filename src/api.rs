@@ -236,8 +236,12 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
         let limit = memory_limit(l);
         // The object exists before the child state, so a failure after this point
         // leaves an empty object for the collector, never a leaked state.
-        let slot = ffi::lua_newuserdata(l, std::mem::size_of::<*mut Thread>()) as *mut *mut Thread;
-        slot.write(std::ptr::null_mut());
+        let ud = ffi::lua_newuserdata(l, std::mem::size_of::<Slot>()) as *mut Slot;
+        ud.write(Slot {
+            tag: &METATABLE_KEY,
+            thread: std::ptr::null_mut(),
+        });
+        let slot = &raw mut (*ud).thread;
         ensure_metatable(l);
         ffi::lua_setmetatable(l, -2);
         let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
@@ -323,6 +327,18 @@ unsafe fn check_thread(l: RawState, idx: c_int) -> *mut Thread {
     }
 }
 
+/// The block of a thread object. The tag tells our objects from another library's
+/// userdata that Lua code gave our metatable (`debug.setmetatable(io.stdout, mt)`):
+/// the metatable alone proves nothing once `debug` is there, and a foreign block of
+/// the same size would otherwise be read as a `Thread` pointer.
+#[repr(C)]
+struct Slot {
+    /// Always the address of this library copy's `METATABLE_KEY`.
+    tag: *const u8,
+    /// Null until `new` has built the thread, and again once it is collected.
+    thread: *mut Thread,
+}
+
 /// The slot of our userdata at `idx`, or null when the value is something else.
 ///
 /// # Safety
@@ -331,7 +347,7 @@ unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
     // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
-            || ffi::lua_rawlen(l, idx) as usize != std::mem::size_of::<*mut Thread>()
+            || ffi::lua_rawlen(l, idx) as usize != std::mem::size_of::<Slot>()
             || ffi::lua_getmetatable(l, idx) == 0
         {
             return std::ptr::null_mut();
@@ -339,8 +355,11 @@ unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
         registry_get(l, &METATABLE_KEY);
         let ours = ffi::lua_rawequal(l, -1, -2) != 0;
         ffi::lua_settop(l, -3);
-        if ours {
-            ffi::lua_touserdata(l, idx) as *mut *mut Thread
+        let ud = ffi::lua_touserdata(l, idx) as *mut Slot;
+        // The block is at least `Slot`-sized (checked above), so reading the tag stays
+        // inside it whatever library made it.
+        if ours && std::ptr::eq((*ud).tag, &METATABLE_KEY) {
+            &raw mut (*ud).thread
         } else {
             std::ptr::null_mut()
         }

@@ -6,6 +6,7 @@
 //! through [`protected`], which runs a closure inside `lua_pcall` of a C trampoline:
 //! the error stops at that `lua_pcall` and comes back as a status code.
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void, CStr};
 
 use mlua::ffi;
@@ -19,19 +20,83 @@ pub type RawState = *mut lua_State;
 /// The closure type run by [`protected`]; a fat pointer, so it travels behind a thin one.
 type Body<'a> = &'a mut dyn FnMut(RawState) -> c_int;
 
+/// The call that [`protected`] has armed on this thread and the trampoline has not
+/// taken yet.
+#[derive(Clone, Copy)]
+struct Armed {
+    /// The body, also passed as argument 1: both must agree.
+    body: *mut c_void,
+    /// The function running when `protected` was called (null when none), which must
+    /// be the trampoline's caller.
+    caller: *const c_void,
+}
+
+thread_local! {
+    // Read and written only in ordinary context (never from a signal handler).
+    static ARMED: Cell<Option<Armed>> = const { Cell::new(None) };
+}
+
 /// The C function that `lua_pcall` calls on behalf of [`protected`].
 ///
+/// Lua code can reach it: it is on the call stack of every chunk
+/// (`debug.getinfo(level, "f")`) and, on 5.1 and LuaJIT, in the registry. So it trusts
+/// nothing it is given. It runs a body only when [`protected`] armed one on this
+/// thread, argument 1 is that body, and its caller is the function that called
+/// `protected`; then it disarms, so each body runs at most once. A call from Lua,
+/// even from a hook that copied argument 1 out of a legitimate call
+/// (`debug.getlocal`), has another caller (or finds nothing armed) and gets an error.
+///
 /// # Safety
-/// Lua calls it with a light userdata at index 1 pointing to a live `Body`.
+/// Called by Lua with a valid state.
 unsafe extern "C-unwind" fn trampoline(l: RawState) -> c_int {
-    // SAFETY: (1) `protected` pushed a pointer to its own `Body` local as argument 1 and
-    // that local outlives this call, which happens inside `protected`'s `lua_pcall`;
-    // (2) removing index 1 leaves the caller's arguments at 1..=n as documented;
-    // (3) bodies are written not to panic, so no Rust unwind leaves this frame.
+    let armed = ARMED.with(Cell::get);
+    // SAFETY: reading the argument and the caller neither allocates nor raises; Lua
+    // gives a C function LUA_MINSTACK free slots for `running_function`'s push.
+    let legitimate = armed.is_some_and(|armed| unsafe {
+        ffi::lua_type(l, 1) == ffi::LUA_TLIGHTUSERDATA
+            && ffi::lua_touserdata(l, 1) == armed.body
+            && running_function(l, 1) == armed.caller
+    });
+    if !legitimate {
+        // SAFETY: this frame owns nothing; the raise goes to whoever called us.
+        unsafe {
+            ffi::lua_pushstring(
+                l,
+                c"llthreads: internal function, not callable from Lua".as_ptr(),
+            );
+            raise_top(l)
+        }
+    }
+    ARMED.with(|a| a.set(None));
+    // SAFETY: (1) argument 1 is the armed body, a pointer to `protected`'s own `Body`
+    // local, which outlives this call: `protected` armed it just before the
+    // `lua_pcall` that is running us and disarms after it; (2) removing index 1
+    // leaves the caller's arguments at 1..=n as documented; (3) bodies are written
+    // not to panic, so no Rust unwind leaves this frame.
     unsafe {
         let body = ffi::lua_touserdata(l, 1) as *mut Body;
         ffi::lua_remove(l, 1);
         (*body)(l)
+    }
+}
+
+/// Identifies the function running at `level` of `l`'s call stack (0: the current
+/// one), or null when there is no such level.
+///
+/// # Safety
+/// `l` is valid with one free stack slot. Never raises: `lua_getinfo` with "f" only
+/// pushes a value that already exists.
+unsafe fn running_function(l: RawState, level: c_int) -> *const c_void {
+    // SAFETY: see the function's contract; the pushed function is popped at once.
+    unsafe {
+        let mut ar: ffi::lua_Debug = std::mem::zeroed();
+        if ffi::lua_getstack(l, level, &mut ar) == 0 {
+            return std::ptr::null();
+        }
+        ffi::lua_getinfo(l, c"f".as_ptr(), &mut ar);
+        let f = ffi::lua_topointer(l, -1);
+        ffi::lua_settop(l, -2);
+        f
     }
 }
 
@@ -106,21 +171,33 @@ pub unsafe fn protected(
     body: &mut dyn FnMut(RawState) -> c_int,
 ) -> c_int {
     let mut body: Body = body;
+    let armed = Armed {
+        body: &mut body as *mut Body as *mut c_void,
+        // SAFETY: `l` is valid with free slots (reason 1).
+        caller: unsafe { running_function(l, 0) },
+    };
+    // A hook running between arming and the trampoline's call may call `protected`
+    // itself; the outer call is re-armed when that inner one is done.
+    let outer = ARMED.with(|a| a.replace(Some(armed)));
     // SAFETY: the stack slots are guaranteed by the caller (reason 1); none of these
     // calls raises: `push_trampoline` never does, `lua_insert` and
     // `lua_pushlightuserdata` do not allocate, and `lua_pcall` catches every error.
     // `body` outlives the `lua_pcall` that uses the pointer to it.
-    unsafe {
+    let status = unsafe {
         if !push_trampoline(l) {
             ffi::lua_insert(l, -(nargs + 1));
             ffi::lua_settop(l, -(nargs + 1));
-            return ffi::LUA_ERRMEM;
+            ffi::LUA_ERRMEM
+        } else {
+            ffi::lua_insert(l, -(nargs + 1));
+            ffi::lua_pushlightuserdata(l, armed.body);
+            ffi::lua_insert(l, -(nargs + 1));
+            ffi::lua_pcall(l, nargs + 1, nresults, 0)
         }
-        ffi::lua_insert(l, -(nargs + 1));
-        ffi::lua_pushlightuserdata(l, &mut body as *mut Body as *mut c_void);
-        ffi::lua_insert(l, -(nargs + 1));
-        ffi::lua_pcall(l, nargs + 1, nresults, 0)
-    }
+    };
+    // Disarmed even when the trampoline never ran (a hook raised on its call).
+    ARMED.with(|a| a.set(outer));
+    status
 }
 
 /// Pushes `registry[key]` where `key` is a light userdata. Returns the value's type.

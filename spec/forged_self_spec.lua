@@ -1,0 +1,126 @@
+-- Thread objects cannot be forged. With `debug` any Lua code can put our metatable
+-- on another library's userdata (an open file) and call our methods on it; they must
+-- refuse it as a wrong self, never read its memory as one of ours. And the
+-- trampoline every protected call runs through refuses any call but its own.
+-- Each case runs in a sub-process, so a crash shows as a failed test.
+
+local H = require "spec.helper"
+
+local function survives(source)
+  local code, out = H.run_lua(source, nil, 60)
+  assert(not H.crashed(code, out), ("the interpreter crashed (exit %s):\n%s"):format(tostring(code), out))
+  assert.are.equal(0, code, out)
+  return out
+end
+
+describe("a forged thread object", function()
+  after_each(H.cleanup)
+
+  it("(regression: file userdata given the thread metatable) is refused by every method", function()
+    local out = survives([[
+      local llthreads = require "llthreads"
+      local mt = debug.getmetatable(llthreads.new("return 1"))
+      local f = io.tmpfile()
+      local file_mt = debug.getmetatable(f)
+      debug.setmetatable(f, mt)
+      for _, name in ipairs({ "start", "join", "alive", "started", "detached", "joinable", "interrupt" }) do
+        local ok, err = pcall(mt.__index[name], f)
+        assert(not ok and tostring(err):find("LLThread expected", 1, true), name .. ": " .. tostring(err))
+      end
+      -- __gc on it is a no-op, and __tostring only formats its address
+      assert(pcall(mt.__gc, f))
+      assert(pcall(mt.__tostring, f))
+      debug.setmetatable(f, file_mt)
+      f:close()
+      print("refused")
+    ]])
+    H.assert_contains(out, "refused")
+  end)
+end)
+
+describe("the protected-call trampoline", function()
+  after_each(H.cleanup)
+
+  it("(regression: debug.getinfo(2, 'f').func() in a child segfaulted) refuses calls from Lua", function()
+    local out = survives([[
+      local llthreads = require "llthreads"
+      local t = llthreads.new([=[
+        local refused = 0
+        for level = 2, 10 do
+          local info = debug.getinfo(level, "fS")
+          if not info then break end
+          if info.what == "C" then
+            for _, args in ipairs({ {}, { "junk", 1, {} }, { io.stdout } }) do
+              local ok, err = pcall(info.func, (table.unpack or unpack)(args))
+              if not ok and tostring(err):find("not callable from Lua", 1, true) then
+                refused = refused + 1
+              end
+            end
+          end
+        end
+        return refused
+      ]=])
+      local ok, refused = t:start():join()
+      assert(ok == true, tostring(refused))
+      assert(refused >= 3, "the trampoline was not on the child's stack: " .. tostring(refused))
+      print("refused " .. refused)
+    ]])
+    H.assert_contains(out, "refused ")
+  end)
+
+  it("refuses a call made from a hook with the argument of a real call", function()
+    -- A call hook sees the trampoline's frame just before it runs, argument 1
+    -- included (debug.getlocal): calling it with that argument from the hook must
+    -- not run the library's body a second time, or on the hook's stack.
+    local out = survives([[
+      local llthreads = require "llthreads"
+      local t = llthreads.new([=[
+        local llthreads = require "llthreads"
+        local tried, busy = 0, false
+        debug.sethook(function()
+          if busy then return end
+          busy = true
+          local info = debug.getinfo(2, "fS")
+          if info and info.what == "C" then
+            local _, arg1 = debug.getlocal(2, 1)
+            if type(arg1) == "userdata" and not debug.getmetatable(arg1) then
+              tried = tried + 1
+              pcall(info.func, arg1)
+            end
+          end
+          busy = false
+        end, "c")
+        local r = { llthreads.new("return 7, 8"):start():join() }
+        debug.sethook()
+        return tried, r[1], r[2], r[3]
+      ]=])
+      local ok, tried, jok, a, b = t:start():join()
+      assert(ok == true, tostring(tried))
+      assert(tried > 0, "the hook never saw the trampoline")
+      assert(jok == true and a == 7 and b == 8, ("inner join gave %s %s %s"):format(tostring(jok), tostring(a), tostring(b)))
+      print("tried " .. tried)
+    ]])
+    H.assert_contains(out, "tried ")
+  end)
+
+  if H.flavour == "5.1" or H.is_jit then
+    it("in the registry (5.1, LuaJIT) refuses calls from the parent", function()
+      local out = survives([[
+        local llthreads = require "llthreads"
+        llthreads.new("return 1"):start():join()
+        local found = 0
+        for k, v in pairs(debug.getregistry()) do
+          if type(v) == "function" and debug.getinfo(v, "S").what == "C" and type(k) == "userdata" then
+            for _, args in ipairs({ {}, { k }, { "x", 1 } }) do
+              local ok, err = pcall(v, (table.unpack or unpack)(args))
+              if not ok and tostring(err):find("not callable from Lua", 1, true) then found = found + 1 end
+            end
+          end
+        end
+        assert(found >= 3, "trampoline not found in the registry: " .. found)
+        print("found " .. found)
+      ]])
+      H.assert_contains(out, "found ")
+    end)
+  end
+end)
