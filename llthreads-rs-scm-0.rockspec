@@ -35,12 +35,15 @@ dependencies = {
 local feature = [[`"$(LUA)" -e "if jit then io.write('luajit') else io.write('lua' .. (_VERSION:gsub('%D', ''))) end"`]]
 
 -- The cargo target dir is fixed inside the source tree, one per flavour, so a
--- repeated `luarocks make` only rebuilds what changed.
+-- repeated `luarocks make` only rebuilds what changed. It is target/<feature>, with
+-- the very cargo command line tools/lib.sh's ll_build runs: when tools/test.sh (or
+-- tools/run-example.sh) has built the flavour already, cargo finds nothing to do.
+-- Keep the two command lines identical, or each builds the crate again.
 build = {
    type = "command",
    build_command = "F=" .. feature .. [[ && test -n "$F" && ]]
-      .. [[cargo build --release --locked --features "$F" --target-dir "target/rock-$F"]],
+      .. [[cargo build --release --locked --features "$F" --target-dir "target/$F"]],
    install_command = "F=" .. feature .. [[ && test -n "$F" && mkdir -p "$(LIBDIR)" && ]]
-      .. [[cp "target/rock-$F/release/libllthreads.so" "$(LIBDIR)/llthreads.so" && ]]
-      .. [[cp "target/rock-$F/release/libllthreads.so" "$(LIBDIR)/llthreads2.so"]],
+      .. [[cp "target/$F/release/libllthreads.so" "$(LIBDIR)/llthreads.so" && ]]
+      .. [[cp "target/$F/release/libllthreads.so" "$(LIBDIR)/llthreads2.so"]],
 }

@@ -1,8 +1,11 @@
 # shellcheck shell=bash
-# Helpers shared by tools/test.sh, tools/luarocks-test.sh and tools/run-example.sh.
-# Source it; do not run it.
+# Helpers shared by tools/test.sh, tools/luarocks-test.sh, tools/run-example.sh and
+# .ci/run. Source it; do not run it.
 
 LL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The script that sourced this file, for messages: .ci/run, tools/run-example.sh, ...
+LL_PROG=${0#"$LL_ROOT"/}
+LL_PROG=${LL_PROG#./}
 LL_ALL_FLAVOURS="5.1 5.2 5.3 5.4 jit"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 LL_LOGDIR="$LL_ROOT/build/logs"
@@ -56,9 +59,45 @@ ll_check_flavours() {
     done
 }
 
+# ll_install_packages PKG...: apt-get update, then apt-get install PKG... (Debian and
+# Ubuntu), as root or through sudo. Progress and errors go to stderr; apt's output goes
+# to build/logs/apt.log and its end is shown when apt fails. Returns non-zero, with a
+# message naming what to install by hand, when there is no apt-get, when neither root
+# nor sudo is available, or when apt fails.
+ll_install_packages() {
+    local log="$LL_LOGDIR/apt.log" sudo=() s
+    [ $# -gt 0 ] || return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "$LL_PROG: no apt-get on this machine: install these yourself: $*" >&2
+        return 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "$LL_PROG: not root and no sudo: install these yourself (as root: apt-get install $*)" >&2
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    mkdir -p "$LL_LOGDIR"
+    s="${sudo[*]}${sudo[*]:+ }"
+    echo "$LL_PROG: ${s}apt-get update; ${s}apt-get install $*  (log: ${log#"$LL_ROOT"/})" >&2
+    # env inside sudo: sudo drops DEBIAN_FRONTEND from the caller's environment.
+    if "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1; then
+        return 0
+    fi
+    echo "$LL_PROG: apt-get failed (install these yourself: $*); the end of ${log#"$LL_ROOT"/}:" >&2
+    tail -n 15 "$log" | sed 's/^/  | /' >&2
+    return 1
+}
+
 # ll_build FLAVOUR LOGFILE: release build for FLAVOUR into target/<feature>, then copy
 # the library into build/<feature>/ as llthreads.so and llthreads2.so (two real files).
 # Prints the build folder on stdout; cargo's output goes to LOGFILE.
+# The rockspec's build_command runs this very cargo command line in the same target
+# dir, so `luarocks make` after ll_build (tools/luarocks-test.sh) compiles nothing:
+# change both together.
 ll_build() {
     local flavour=$1 log=$2 feature dir lib name
     feature=$(ll_feature "$flavour")

@@ -4,7 +4,9 @@
 # `luarocks path` prints, so only the installed files can be loaded.
 # Called by tools/test.sh; runs alone too:  FLAVOURS="5.4" tools/luarocks-test.sh
 # Last line: "N passed, M failed" (two checks per flavour: install, round trip).
-# Cargo builds go to target/rock-<feature> (fixed in the rockspec, so they are cached).
+# The rockspec builds into target/<feature> with the cargo command line of tools/lib.sh's
+# ll_build, so after tools/test.sh's build of a flavour its luarocks build compiles
+# nothing; run alone, it builds (or reuses) the same target/<feature>.
 
 set -u -o pipefail
 # shellcheck source=tools/lib.sh

@@ -2,15 +2,17 @@
 # Run one example:  tools/run-example.sh [EXAMPLE] [FLAVOUR]
 #   EXAMPLE  examples/scatter_gather.lua (default), or just its name: scatter_gather
 #   FLAVOUR  5.1 5.2 5.3 5.4 (default) or jit
-# Builds the module for that flavour (cargo build --release, cached in target/<feature>),
-# copies it into build/<feature>/ as llthreads.so and llthreads2.so, and runs the
-# example with that folder on LUA_CPATH. The example's exit status is returned.
+# Installs the interpreter when it is missing (Debian/Ubuntu: apt-get, as root or
+# through sudo), builds the module for that flavour (cargo build --release, cached in
+# target/<feature>), copies it into build/<feature>/ as llthreads.so and llthreads2.so,
+# and runs the example with that folder on LUA_CPATH. The example's exit status is
+# returned. Needs a Rust toolchain (cargo; https://rustup.rs).
 set -u -o pipefail
 # shellcheck source=tools/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$LL_ROOT" || exit 2
 
-usage() { sed -n '2,5s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 [ $# -le 2 ] || usage
 case "${1:-}" in -h | --help) usage ;; esac
 
@@ -28,7 +30,15 @@ fi
 flavour=$(ll_flavour "${2:-5.4}") || { echo "error: unknown flavour '$2' (use: $LL_ALL_FLAVOURS)" >&2; exit 2; }
 interp=$(ll_interp "$flavour")
 feature=$(ll_feature "$flavour")
-command -v "$interp" >/dev/null 2>&1 || { echo "error: $interp not found (Debian: apt-get install $interp)" >&2; exit 2; }
+if ! command -v "$interp" >/dev/null 2>&1; then
+    # The Debian package has the interpreter's name: lua5.1 .. lua5.4, luajit.
+    echo "$LL_PROG: $interp not found: installing it" >&2
+    ll_install_packages "$interp" || exit 2 # it said what to install by hand
+    if ! command -v "$interp" >/dev/null 2>&1; then
+        echo "error: apt-get installed $interp but it is not on PATH ($PATH)" >&2
+        exit 2
+    fi
+fi
 
 log="$LL_LOGDIR/build-$feature.log"
 echo "building llthreads for Lua $flavour (cargo build --release --features $feature) ..." >&2

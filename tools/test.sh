@@ -279,6 +279,13 @@ for flavour in "${SELECTED[@]}"; do
         add_counts "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
         CELL[$flavour,luarocks]="${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
         [ "${BASH_REMATCH[2]}" -gt 0 ] && FAILED_CHECKS+=("luarocks $flavour")
+        # The rockspec shares ll_build's target dir and cargo command line: after a
+        # good build above, cargo must find nothing to compile.
+        if [ "${CELL[$flavour,build]:-}" = ok ] &&
+            grep -q '^ *Compiling ' "$LL_LOGDIR/luarocks-$feature.log" 2>/dev/null; then
+            echo "  WARNING: luarocks compiled crates again for $flavour; the rockspec's cargo" \
+                "command or environment no longer matches ll_build's ($(rel "$LL_LOGDIR/luarocks-$feature.log"))"
+        fi
     else
         fail "luarocks $flavour" "tools/luarocks-test.sh ended without a count line ($(rel "$rlog"))"
         CELL[$flavour,luarocks]=FAIL
