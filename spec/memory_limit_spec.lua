@@ -3,6 +3,10 @@
 -- refuses allocations beyond `bytes`; nil or 0 clears the limit. On LuaJIT
 -- (whose allocator cannot be replaced) it raises an error.
 --
+-- A limited state never creates a looser one: its own limit is the ceiling for
+-- every state it creates, whatever its code asks set_memory_limit for (a
+-- smaller limit still applies).
+--
 -- A refused allocation while copying arguments, while running the child or
 -- while reading its results must give the parent a clear error, and leak and
 -- crash nothing.
@@ -31,6 +35,15 @@ if H.is_jit then
       local r = H.pack(llthreads.new("local t = {} for i = 1, 1e6 do t[i] = i end return #t", string.rep("x", 1e6))
         :start():join())
       assert.are.same({ n = 2, true, 1e6 }, r)
+    end)
+
+    it("has no limit to pass on: a child cannot set one, its children get all they ask for", function()
+      local r = H.pack(llthreads.new([[
+        local llthreads = require "llthreads"
+        local ok, err = pcall(llthreads.set_memory_limit, 1024 * 1024)
+        return err, llthreads.new("return #string.rep('x', 100 * 1024 * 1024)"):start():join()
+      ]]):start():join())
+      assert.are.same({ n = 4, true, "memory limit is not supported on LuaJIT", true, 100 * 1024 * 1024 }, r)
     end)
   end)
   return
@@ -158,5 +171,85 @@ describe("memory limit (set_memory_limit)", function()
     collectgarbage()
     local grew = H.rss_kb() - rss50
     assert(grew < 4096, ("RSS grew by %d kB between round 50 and 200"):format(grew))
+  end)
+end)
+
+describe("memory limit of threads created by a limited thread", function()
+  after_each(function()
+    llthreads.set_memory_limit(nil)
+    H.cleanup()
+  end)
+
+  local MB = 1024 * 1024
+
+  -- A child limited to 1 MB starts a grandchild that tries to allocate 100 MB;
+  -- `setup` runs in the child first. The child returns the grandchild's join.
+  local function grandchild_join(setup, module)
+    llthreads.set_memory_limit(MB)
+    local r = H.pack(llthreads.new(QUIET .. [[
+      local setup, module = ...
+      local llthreads = require(module)
+      assert((loadstring or load)(setup))(llthreads)
+      return llthreads.new("]] .. QUIET .. [[return #string.rep('x', 100 * 1024 * 1024)")
+        :start():join()
+    ]], setup or "", module or "llthreads"):start():join())
+    assert(r[1] == true, "the child failed: " .. H.show_pack(r))
+    return { n = r.n - 1, H.unpack(r, 2, r.n) }
+  end
+
+  local function assert_out_of_memory(r)
+    assert(r.n == 2 and r[1] == false and type(r[2]) == "string" and r[2]:find(OOM, 1, true),
+      "the grandchild's join gave " .. H.show_pack(r))
+  end
+
+  it("binds a grandchild to the child's limit", function()
+    assert_out_of_memory(grandchild_join())
+  end)
+
+  it("binds a grandchild whose parent asked for a larger limit, or for none", function()
+    assert_out_of_memory(grandchild_join("local llthreads = ... llthreads.set_memory_limit(1e9)"))
+    assert_out_of_memory(grandchild_join("local llthreads = ... llthreads.set_memory_limit(nil)"))
+    assert_out_of_memory(grandchild_join("local llthreads = ... llthreads.set_memory_limit(0)"))
+  end)
+
+  it("binds a grandchild made through the module's other name (another copy of the library)", function()
+    assert_out_of_memory(grandchild_join(nil, "llthreads2"))
+  end)
+
+  it("binds every generation below a limited thread", function()
+    llthreads.set_memory_limit(MB)
+    local r = H.pack(llthreads.new(QUIET .. [[
+      local quiet = ...
+      local llthreads = require "llthreads"
+      return llthreads.new(quiet .. [=[
+        local quiet = ...
+        local llthreads = require "llthreads"
+        return llthreads.new(quiet .. "return #string.rep('x', 100 * 1024 * 1024)"):start():join()
+      ]=], quiet):start():join()
+    ]], QUIET):start():join())
+    assert(r[1] == true and r[2] == true, "join gave " .. H.show_pack(r))
+    assert_out_of_memory({ n = r.n - 2, H.unpack(r, 3, r.n) })
+  end)
+
+  it("applies a smaller limit asked for inside a limited child", function()
+    -- 300 kB fits in the child's megabyte, not in the 200 kB its code asks for
+    llthreads.set_memory_limit(MB)
+    local r = H.pack(llthreads.new(QUIET .. [[
+      local llthreads = require "llthreads"
+      local code = "]] .. QUIET .. [[return #string.rep('x', 300 * 1024)"
+      local roomy = { llthreads.new(code):start():join() }
+      llthreads.set_memory_limit(200 * 1024)
+      return roomy[1], roomy[2], llthreads.new(code):start():join()
+    ]]):start():join())
+    assert(r[1] == true and r[2] == true and r[3] == 300 * 1024, "join gave " .. H.show_pack(r))
+    assert_out_of_memory({ n = r.n - 3, H.unpack(r, 4, r.n) })
+  end)
+
+  it("leaves a thread created before the limit, and its children, unlimited", function()
+    local r = H.pack(llthreads.new([[
+      local llthreads = require "llthreads"
+      return llthreads.new("return #string.rep('x', 100 * 1024 * 1024)"):start():join()
+    ]]):start():join())
+    assert.are.same({ n = 3, true, true, 100 * MB }, r)
   end)
 end)

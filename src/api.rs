@@ -2,24 +2,28 @@
 //!
 //! Every entry point is a plain C function without upvalues, so programs can pass
 //! `llthreads.new` itself to a child (as a C function) and call it there. Each one
-//! does its raising work (argument checks, pushes) only in frames that own nothing
-//! needing `Drop`; work that owns resources returns a [`Raise`] describing the error,
-//! which is raised after those resources are gone.
+//! has three steps: argument checks, which may raise; the work, in Rust under the
+//! panic barrier ([`guarded`]), which owns what it needs and returns plain data (a
+//! [`Raise`] describing an error); then the pushes or the raise, once what the work
+//! owned is gone. A panic in the work becomes the Lua error
+//! `llthreads: internal error (panic): ...`.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::time::Duration;
 
 use mlua::ffi;
 
+use crate::barrier::{self, Panicked};
 use crate::child::Frame;
 use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
 use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
 use crate::names::{Module, LOGGER_FIELD};
+use crate::pool;
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, RawState,
 };
-use crate::state::ChildState;
+use crate::state::{budget_limit, ChildState};
 use crate::thread::{Joined, StartError, Thread};
 
 pub const VERSION: (ffi::lua_Integer, ffi::lua_Integer, ffi::lua_Integer) = (0, 1, 0);
@@ -29,6 +33,7 @@ const VERSION_STRING: &CStr = c"0.1.0";
 /// one copy are never handled by another copy's code and statics).
 static METATABLE_KEY: u8 = 0;
 static MEMORY_LIMIT_KEY: u8 = 0;
+static SENTINEL_KEY: u8 = 0;
 
 /// An error to raise once the frame that found it has dropped what it owned.
 #[derive(Clone, Copy)]
@@ -41,6 +46,8 @@ enum Raise {
     TooDeep,
     /// A message with no allocation behind it.
     Static(&'static CStr),
+    /// The work panicked.
+    Panic(Panicked),
 }
 
 /// # Safety
@@ -66,7 +73,25 @@ unsafe fn raise(l: RawState, what: Raise) -> ! {
                 ffi::lua_pushstring(l, msg.as_ptr());
                 raise_top(l)
             }
+            Raise::Panic(panicked) => {
+                push_bytes(l, panicked.message());
+                raise_top(l)
+            }
         }
+    }
+}
+
+/// Runs an entry point's work under the panic barrier and returns its value; a panic
+/// is raised as a Lua error once the work and everything it owned are gone.
+///
+/// # Safety
+/// As for [`raise`]; `work` makes no Lua call that can raise (calls through
+/// `raw::protected` are fine: their errors stop inside it).
+unsafe fn guarded<T>(l: RawState, work: impl FnOnce() -> T) -> T {
+    match barrier::catch(work) {
+        Ok(value) => value,
+        // SAFETY: forwarded contract; nothing of `work` is left.
+        Err(panicked) => unsafe { raise(l, Raise::Panic(panicked)) },
     }
 }
 
@@ -87,14 +112,17 @@ impl From<CopyError> for Raise {
 /// # Safety
 /// Called from a `luaopen_*` function (raising allowed, nothing owned).
 pub unsafe fn open(l: RawState, module: Module) -> c_int {
-    crate::diag::init();
-    crate::pin::pin_library();
     let new: ffi::lua_CFunction = match module {
         Module::Llthreads => l_new_llthreads,
         Module::Llthreads2 => l_new_llthreads2,
     };
     // SAFETY: see the function's contract.
     unsafe {
+        guarded(l, || {
+            barrier::install_hook();
+            crate::diag::init();
+        });
+        count_pool_user(l);
         ensure_metatable(l);
         ffi::lua_settop(l, -2);
         ffi::lua_createtable(l, 0, 8);
@@ -108,6 +136,65 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
         ffi::lua_setfield(l, -2, c"interrupted_error".as_ptr());
     }
     1
+}
+
+/// Marks a state that loaded the module, in its registry: the thread pool keeps idle
+/// workers while such a state is open (see `pool.rs`). The mark's `__gc` tells the
+/// pool when the state closes.
+#[repr(C)]
+struct PoolUser {
+    /// `&SENTINEL_KEY`: tells the mark from any other userdata of the same size.
+    tag: *const u8,
+    /// 1 while the pool counts this state.
+    counted: u8,
+}
+
+/// Counts the state `l` as a user of the pool, once per state.
+///
+/// # Safety
+/// Raising allowed, nothing owned; three free slots.
+unsafe fn count_pool_user(l: RawState) {
+    // SAFETY: see the function's contract. The mark is counted only after the last
+    // raising call, so its `__gc` releases exactly what was counted.
+    unsafe {
+        let known = registry_get(l, &SENTINEL_KEY) != ffi::LUA_TNIL;
+        ffi::lua_settop(l, -2);
+        if known {
+            return;
+        }
+        let mark = ffi::lua_newuserdata(l, std::mem::size_of::<PoolUser>()) as *mut PoolUser;
+        mark.write(PoolUser {
+            tag: &SENTINEL_KEY,
+            counted: 0,
+        });
+        ffi::lua_createtable(l, 0, 1);
+        set_function(l, c"__gc", l_pool_user_gone);
+        ffi::lua_setmetatable(l, -2);
+        registry_set(l, &SENTINEL_KEY);
+        pool::add_user();
+        (*mark).counted = 1;
+    }
+}
+
+/// `__gc` of the pool-user mark: the state is closing (or the mark was dropped from
+/// its registry). Anything but a counted mark of this library copy is ignored.
+unsafe extern "C-unwind" fn l_pool_user_gone(l: RawState) -> c_int {
+    // SAFETY: called by Lua; the type and size are checked before the userdata's
+    // bytes are read, and any bytes are valid for a pointer and a `u8`.
+    unsafe {
+        if ffi::lua_type(l, 1) != ffi::LUA_TUSERDATA
+            || ffi::lua_rawlen(l, 1) as usize != std::mem::size_of::<PoolUser>()
+        {
+            return 0;
+        }
+        let mark = ffi::lua_touserdata(l, 1) as *mut PoolUser;
+        if !std::ptr::eq((*mark).tag, &SENTINEL_KEY) || (*mark).counted != 1 {
+            return 0;
+        }
+        (*mark).counted = 0;
+        guarded(l, pool::remove_user);
+    }
+    0
 }
 
 /// # Safety
@@ -196,15 +283,23 @@ unsafe extern "C-unwind" fn l_set_memory_limit(l: RawState) -> c_int {
     0
 }
 
+/// The byte budget of a state that `l` creates now: the tighter of what
+/// `set_memory_limit` asked for in `l` and `l`'s own budget, so that a limited state
+/// never creates a looser one, whatever its code asks for.
+///
 /// # Safety
-/// Valid state with one free slot; never raises.
+/// Valid state, run by this thread, with one free slot; never raises.
 unsafe fn memory_limit(l: RawState) -> Option<usize> {
     // SAFETY: see the function's contract.
-    unsafe {
-        let limit = (registry_get(l, &MEMORY_LIMIT_KEY) == ffi::LUA_TNUMBER)
-            .then(|| ffi::lua_tonumber(l, -1));
+    let (asked, own) = unsafe {
+        let asked = (registry_get(l, &MEMORY_LIMIT_KEY) == ffi::LUA_TNUMBER)
+            .then(|| ffi::lua_tonumber(l, -1) as usize);
         ffi::lua_settop(l, -2);
-        limit.map(|n| n as usize)
+        (asked, budget_limit(l))
+    };
+    match (asked, own) {
+        (Some(asked), Some(own)) => Some(asked.min(own)),
+        (asked, own) => asked.or(own),
     }
 }
 
@@ -245,9 +340,12 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
         ensure_metatable(l);
         ffi::lua_setmetatable(l, -2);
         let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
-        match build(l, module, code, nargs, limit) {
+        let built = guarded(l, || {
+            build(l, module, code, nargs, limit).map(|thread| Box::into_raw(Box::new(thread)))
+        });
+        match built {
             Ok(thread) => {
-                slot.write(Box::into_raw(Box::new(thread)));
+                slot.write(thread);
                 1
             }
             Err(what) => raise(l, what),
@@ -381,7 +479,7 @@ unsafe fn fail(l: RawState, msg: &str) -> c_int {
 
 unsafe extern "C-unwind" fn l_start(l: RawState) -> c_int {
     // SAFETY: called by Lua. `check_thread` gives a live object; the outcome is turned
-    // into plain data (the OS error text copied to a stack buffer) before any push.
+    // into plain data (the error text copied to a stack buffer) before any push.
     unsafe {
         let thread = check_thread(l, 1);
         let detached = ffi::lua_toboolean(l, 2) != 0;
@@ -390,54 +488,68 @@ unsafe extern "C-unwind" fn l_start(l: RawState) -> c_int {
         } else {
             ffi::lua_toboolean(l, 3) != 0
         };
-        let mut text = ErrorText::default();
-        let outcome = match (*thread).start(detached, joinable) {
+        let outcome = guarded(l, || match (*thread).start(detached, joinable) {
             Ok(()) => None,
-            Err(StartError::AlreadyStarted) => Some("Thread already started."),
-            Err(StartError::Os(e)) => Some(text.set(&e)),
-        };
+            Err(StartError::AlreadyStarted) => Some(ErrorText::new("Thread already started.")),
+            Err(StartError::Os(e)) => Some(ErrorText::os(&e)),
+        });
         match outcome {
             None => {
                 ffi::lua_settop(l, 1);
                 1
             }
-            Some(msg) => fail(l, msg),
+            Some(text) => fail(l, text.as_str()),
         }
     }
 }
 
-/// An OS error message in a fixed buffer, so no heap value is alive when it is pushed.
+/// An error message in a fixed buffer, so no heap value is alive when it is pushed.
+#[derive(Clone, Copy)]
 struct ErrorText {
     buf: [u8; 256],
     len: usize,
 }
 
-impl Default for ErrorText {
-    fn default() -> ErrorText {
-        ErrorText {
+impl ErrorText {
+    /// `text`, cut to the buffer's size.
+    fn new(text: &str) -> ErrorText {
+        let mut t = ErrorText {
             buf: [0; 256],
             len: 0,
-        }
+        };
+        let len = text.len().min(t.buf.len());
+        t.buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+        t.len = len;
+        t
     }
-}
 
-impl ErrorText {
-    /// Stores the system's text for `e` (as `strerror` gives it) and returns it.
-    fn set(&mut self, e: &std::io::Error) -> &str {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+    /// The system's text for `e`, as `strerror` gives it.
+    fn os(e: &std::io::Error) -> ErrorText {
         let text = e.to_string();
         // Rust appends " (os error N)"; the C original gives the bare strerror text.
-        let bare = text.split(" (os error").next().unwrap_or("");
-        let _ = cursor.write_all(bare.as_bytes());
-        self.len = cursor.position() as usize;
+        ErrorText::new(text.split(" (os error").next().unwrap_or(""))
+    }
+
+    fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("thread creation failed")
     }
 }
 
+/// What `join` found, as plain data.
+enum JoinOutcome {
+    /// `nil, message`.
+    Fail(&'static str),
+    /// `true` (the child closed its own state).
+    Closed,
+    /// Results already pushed: this many.
+    Pushed(c_int),
+    Raise(Raise),
+}
+
 unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
     // SAFETY: called by Lua. Arguments are checked before the join; a state handed
-    // back by `join` is dropped inside `push_results` before anything is raised.
+    // back by `join` is dropped inside `push_results`, under the barrier, before
+    // anything is raised.
     unsafe {
         let thread = check_thread(l, 1);
         let timeout = if ffi::lua_isnoneornil(l, 2) != 0 {
@@ -445,17 +557,23 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
         } else {
             duration_from_ms(ffi::luaL_checknumber(l, 2))
         };
-        match (*thread).join(timeout) {
-            Err(refusal) => fail(l, refusal.message()),
-            Ok(Joined::Timeout) => fail(l, "timeout"),
-            Ok(Joined::Closed) => {
+        let outcome = guarded(l, || match (*thread).join(timeout) {
+            Err(refusal) => JoinOutcome::Fail(refusal.message()),
+            Ok(Joined::Timeout) => JoinOutcome::Fail("timeout"),
+            Ok(Joined::Closed) => JoinOutcome::Closed,
+            Ok(Joined::State(state, status)) => match push_results(l, state, status) {
+                Ok(n) => JoinOutcome::Pushed(n),
+                Err(what) => JoinOutcome::Raise(what),
+            },
+        });
+        match outcome {
+            JoinOutcome::Fail(msg) => fail(l, msg),
+            JoinOutcome::Closed => {
                 ffi::lua_pushboolean(l, 1);
                 1
             }
-            Ok(Joined::State(state, status)) => match push_results(l, state, status) {
-                Ok(n) => n,
-                Err(what) => raise(l, what),
-            },
+            JoinOutcome::Pushed(n) => n,
+            JoinOutcome::Raise(what) => raise(l, what),
         }
     }
 }
@@ -472,7 +590,8 @@ fn duration_from_ms(ms: f64) -> Option<Duration> {
 ///
 /// # Safety
 /// `l` is the calling state; `state` finished running (its stack is
-/// `[handler, results...]` with room left by the child runtime).
+/// `[handler, results...]` with room left by the child runtime). Raises nothing: the
+/// pushes onto `l` either cannot raise or run protected.
 unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<c_int, Raise> {
     let c = state.raw();
     // SAFETY: `l` is the calling state with LUA_MINSTACK slots in a C function and
@@ -502,7 +621,7 @@ unsafe extern "C-unwind" fn l_alive(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned across the pushes.
     unsafe {
         let thread = check_thread(l, 1);
-        match (*thread).alive() {
+        match guarded(l, || (*thread).alive()) {
             Ok(alive) => {
                 ffi::lua_pushboolean(l, alive as c_int);
                 1
@@ -519,7 +638,8 @@ macro_rules! flag_getter {
             // SAFETY: called by Lua; nothing owned across the push.
             unsafe {
                 let thread = check_thread(l, 1);
-                ffi::lua_pushboolean(l, (*thread).$method() as c_int);
+                let flag = guarded(l, || (*thread).$method());
+                ffi::lua_pushboolean(l, flag as c_int);
             }
             1
         }
@@ -540,7 +660,7 @@ unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
         } else {
             Request::Remove
         };
-        (*thread).interrupt(request);
+        guarded(l, || (*thread).interrupt(request));
     }
     0
 }
@@ -551,9 +671,9 @@ unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {
     unsafe {
         let slot = thread_slot(l, 1);
         if !slot.is_null() && !(*slot).is_null() {
-            let thread = Box::from_raw(*slot);
+            let thread = *slot;
             *slot = std::ptr::null_mut();
-            drop(thread);
+            guarded(l, || drop(Box::from_raw(thread)));
         }
     }
     0

@@ -52,39 +52,22 @@ unsafe impl Send for Lent {}
 /// Runs the chunk prepared on `owner`'s state on the reserved worker thread.
 pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
     match owner {
-        Owner::Child(state) => worker.run(Box::new(move || {
-            let guard = FinishOnUnwind(&record);
+        // The worker goes back to the pool before the record says "finished", so a
+        // parent that sees it finished and then closes finds the worker parked.
+        Owner::Child(state) => worker.run(Box::new(move |handback: pool::Handback<'_>| {
             let status = run_chunk(state.raw(), &record);
             drop(state);
             log::debug!("child thread closed its own state");
-            guard.finish(status);
+            handback.then(|| record.finish(status));
         })),
         Owner::Parent(raw) => {
             let lent = Lent(raw);
-            worker.run(Box::new(move || {
+            worker.run(Box::new(move |handback: pool::Handback<'_>| {
                 let lent = lent;
-                let guard = FinishOnUnwind(&record);
                 let status = run_chunk(lent.0, &record);
-                guard.finish(status);
+                handback.then(|| record.finish(status));
             }))
         }
-    }
-}
-
-/// Marks the record finished even if the child runtime panicked (a bug), so that a
-/// `join` waiting on it returns an error instead of hanging.
-struct FinishOnUnwind<'a>(&'a Record);
-
-impl FinishOnUnwind<'_> {
-    fn finish(self, status: c_int) {
-        self.0.finish(status);
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for FinishOnUnwind<'_> {
-    fn drop(&mut self) {
-        self.0.finish(ffi::LUA_ERRRUN);
     }
 }
 

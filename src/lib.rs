@@ -7,9 +7,14 @@
 //! the child runtime ([`child`]) on an OS thread and shares a [`record`] with it; `join`
 //! copies the results back. Raw Lua calls that can raise are confined to [`raw`].
 //!
-//! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`pin`], [`pool`]
-//! → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`record`] → [`child`]
-//! → [`thread`] → [`api`], [`ex`].
+//! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
+//! [`pool`] → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`record`]
+//! → [`child`] → [`thread`] → [`api`], [`ex`].
+//!
+//! No Rust panic reaches Lua: entry points catch panics of their work and raise them
+//! as Lua errors; anywhere else a panic aborts with a message ([`barrier`]). The
+//! library is linked with `-z nodelete` (see `build.rs`): once loaded it stays mapped,
+//! so a detached child can go on running its code after the host unloaded the module.
 
 #![warn(unsafe_op_in_unsafe_fn)]
 
@@ -23,6 +28,7 @@
 compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua54 or luajit");
 
 mod api;
+mod barrier;
 mod child;
 mod copy;
 mod diag;
@@ -30,7 +36,6 @@ mod errors;
 mod ex;
 mod interrupt;
 mod names;
-mod pin;
 mod pool;
 mod raw;
 mod record;

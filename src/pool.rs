@@ -5,16 +5,29 @@
 //! blocks nobody else, exactly as with one OS thread per `start`. A worker that has
 //! finished its job waits up to [`IDLE_TIMEOUT`] for another, then exits; at most
 //! [`MAX_IDLE`] wait at once.
+//!
+//! Nothing of the pool outlives its users. Each Lua state that loaded the module
+//! counts as one ([`add_user`], [`remove_user`]); while there is none, a finished
+//! worker exits instead of parking. When the last user leaves, the parked workers are
+//! told to exit and joined, so their thread-local storage is freed before the process
+//! ends (a user's own `valgrind --leak-check=full` run is clean). A worker that exits
+//! by itself leaves its handle behind to be joined, by the next worker to exit or by
+//! the last user leaving. Workers still running a job (detached threads) go on; they
+//! exit when done.
+//!
+//! A job never unwinds into a worker: a panic outside an entry point's barrier aborts
+//! the process (see `barrier.rs`), so workers need no `catch_unwind` of their own.
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-/// Work for one thread: runs once, never panics by design (see `child::spawn`).
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+/// Work for one thread, run once. It may give its worker back to the pool before its
+/// last act through the [`Handback`] (see there).
+pub type Job = Box<dyn for<'a> FnOnce(Handback<'a>) + Send + 'static>;
 
 /// How long a finished worker waits for more work before its thread exits.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +43,9 @@ const STACK_SIZE: usize = 8 << 20;
 enum Mail {
     Empty,
     Job(Job),
-    /// A reserved worker that will get no job after all.
+    /// A reserved worker that will get no job after all: back to the pool.
+    Unused,
+    /// The last user left: exit now.
     Quit,
 }
 
@@ -38,6 +53,9 @@ enum Mail {
 struct Mailbox {
     mail: Mutex<Mail>,
     arrived: Condvar,
+    /// The worker's thread, for whoever joins it. Set by `reserve` before the worker
+    /// can get any mail; taken by the one who joins it.
+    handle: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Mailbox {
@@ -47,8 +65,49 @@ impl Mailbox {
     }
 }
 
-/// Parked workers, the most recently parked last (its stack is the warmest).
-static IDLE: Mutex<Vec<Arc<Mailbox>>> = Mutex::new(Vec::new());
+struct Pool {
+    /// Parked workers, the most recently parked last (its stack is the warmest).
+    idle: Vec<Arc<Mailbox>>,
+    /// Threads of workers that exited (or are about to): joined later.
+    exited: Vec<JoinHandle<()>>,
+    /// Lua states that loaded the module and are still open.
+    users: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    idle: Vec::new(),
+    exited: Vec::new(),
+    users: 0,
+});
+
+/// A Lua state loaded the module: workers park between jobs while it is open.
+pub fn add_user() {
+    POOL.lock().users += 1;
+}
+
+/// A state counted by [`add_user`] closed. When it was the last, the parked workers
+/// exit and every worker that exited is joined before this returns.
+pub fn remove_user() {
+    let (idle, exited) = {
+        let mut pool = POOL.lock();
+        pool.users = pool.users.saturating_sub(1);
+        if pool.users > 0 {
+            return;
+        }
+        (
+            std::mem::take(&mut pool.idle),
+            std::mem::take(&mut pool.exited),
+        )
+    };
+    for mailbox in &idle {
+        mailbox.post(Mail::Quit);
+    }
+    let parked = idle.iter().filter_map(|m| m.handle.lock().take());
+    for thread in parked.chain(exited) {
+        let _ = thread.join();
+    }
+    log::debug!("last user gone: {} parked worker(s) ended", idle.len());
+}
 
 /// A worker set aside for one job: getting one is the only step that can fail (the OS
 /// may refuse a new thread), so callers reserve before giving up anything they own.
@@ -56,17 +115,19 @@ pub struct Reserved(Option<Arc<Mailbox>>);
 
 /// Reserves a parked worker, or starts a new thread waiting for its first job.
 pub fn reserve() -> io::Result<Reserved> {
-    if let Some(mailbox) = IDLE.lock().pop() {
+    if let Some(mailbox) = POOL.lock().idle.pop() {
         return Ok(Reserved(Some(mailbox)));
     }
     let mailbox = Arc::new(Mailbox {
         mail: Mutex::new(Mail::Empty),
         arrived: Condvar::new(),
+        handle: Mutex::new(None),
     });
     let theirs = Arc::clone(&mailbox);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .stack_size(STACK_SIZE)
         .spawn(move || work(theirs))?;
+    *mailbox.handle.lock() = Some(thread);
     Ok(Reserved(Some(mailbox)))
 }
 
@@ -82,31 +143,92 @@ impl Reserved {
 impl Drop for Reserved {
     fn drop(&mut self) {
         if let Some(mailbox) = self.0.take() {
-            mailbox.post(Mail::Quit);
+            mailbox.post(Mail::Unused);
         }
     }
 }
 
-/// A worker's life: run jobs until none comes within the idle timeout.
+/// Lets a job hand its worker back to the pool before its last act.
+pub struct Handback<'a> {
+    mailbox: &'a Arc<Mailbox>,
+    next: &'a mut Option<Next>,
+}
+
+impl Handback<'_> {
+    /// Parks the worker (or, when the pool keeps no more, leaves its thread to be
+    /// joined), then runs `last`. Whoever `last` wakes finds the worker already back:
+    /// a state that closes right after seeing the job done joins the worker when it
+    /// is the pool's last user. After `last` the job must do nothing but return.
+    pub fn then(self, last: impl FnOnce()) {
+        *self.next = Some(give_back(self.mailbox));
+        last();
+    }
+}
+
+/// What a worker does once its job is over.
+#[derive(Clone, Copy)]
+enum Next {
+    /// It is parked: wait for mail.
+    Wait,
+    /// Its handle is with the pool: exit.
+    Exit,
+}
+
+/// Parks `mailbox`'s worker if the pool has users and room, else leaves its thread
+/// to be joined.
+fn give_back(mailbox: &Arc<Mailbox>) -> Next {
+    let mut pool = POOL.lock();
+    if pool.users > 0 && pool.idle.len() < MAX_IDLE {
+        pool.idle.push(Arc::clone(mailbox));
+        return Next::Wait;
+    }
+    exiting(&mut pool, mailbox);
+    Next::Exit
+}
+
+/// Records that `mailbox`'s worker is about to exit, and joins the threads of
+/// workers that already have.
+fn exiting(pool: &mut Pool, mailbox: &Mailbox) {
+    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut pool.exited)
+        .into_iter()
+        .partition(|t| t.is_finished());
+    pool.exited = running;
+    for thread in done {
+        let _ = thread.join(); // returns at once: the thread has ended
+    }
+    if let Some(thread) = mailbox.handle.lock().take() {
+        pool.exited.push(thread);
+    }
+}
+
+/// A worker's life: run jobs until none comes within the idle timeout, or until the
+/// last user leaves.
 fn work(mailbox: Arc<Mailbox>) {
-    // Reserved before it started: its first job (or `Quit`) is on the way.
-    let mut next = match receive(&mailbox, None) {
-        Got::Job(job) => Some(job),
-        Got::Quit | Got::Timeout => None,
-    };
-    while let Some(job) = next {
-        // A panic would mean a bug in this library; the thread must not carry on with
-        // whatever it left half done, so it stops instead of going back to the pool.
-        if catch_unwind(AssertUnwindSafe(job)).is_err() {
-            log::error!("a worker thread panicked; it exits");
-            return;
+    // Reserved before it started: its first job (or `Unused`) is on the way.
+    let mut got = receive(&mailbox, None);
+    loop {
+        let next = match got {
+            Got::Job(job) => {
+                let mut next = None;
+                job(Handback {
+                    mailbox: &mailbox,
+                    next: &mut next,
+                });
+                next.unwrap_or_else(|| give_back(&mailbox))
+            }
+            Got::Unused => give_back(&mailbox),
+            Got::Quit | Got::Timeout => return,
+        };
+        match next {
+            Next::Wait => got = wait_parked(&mailbox),
+            Next::Exit => return,
         }
-        next = park(&mailbox);
     }
 }
 
 enum Got {
     Job(Job),
+    Unused,
     Quit,
     Timeout,
 }
@@ -117,6 +239,7 @@ fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
     loop {
         match std::mem::replace(&mut *mail, Mail::Empty) {
             Mail::Job(job) => return Got::Job(job),
+            Mail::Unused => return Got::Unused,
             Mail::Quit => return Got::Quit,
             Mail::Empty => {}
         }
@@ -133,45 +256,41 @@ fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
     }
 }
 
-/// Parks in the idle list until a job arrives; `None` when the worker should exit.
-fn park(mailbox: &Arc<Mailbox>) -> Option<Job> {
-    loop {
-        {
-            let mut idle = IDLE.lock();
-            if idle.len() >= MAX_IDLE {
-                return None;
+/// Waits, parked, for the next mail; [`Got::Quit`] when the worker should exit.
+fn wait_parked(mailbox: &Arc<Mailbox>) -> Got {
+    match receive(mailbox, Some(IDLE_TIMEOUT)) {
+        Got::Timeout => {
+            // Leave the idle list, unless a `reserve` (or the last user leaving) has
+            // already taken this mailbox out of it: then mail is on the way.
+            let mut pool = POOL.lock();
+            if let Some(pos) = pool.idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
+                pool.idle.swap_remove(pos);
+                exiting(&mut pool, mailbox);
+                return Got::Quit;
             }
-            idle.push(Arc::clone(mailbox));
+            drop(pool);
+            receive(mailbox, None)
         }
-        let got = match receive(mailbox, Some(IDLE_TIMEOUT)) {
-            Got::Timeout => {
-                // Leave the idle list, unless a `reserve` has already taken this
-                // mailbox out of it: then mail is on the way, so wait for it.
-                let mut idle = IDLE.lock();
-                if let Some(pos) = idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
-                    idle.swap_remove(pos);
-                    return None;
-                }
-                drop(idle);
-                receive(mailbox, None)
-            }
-            got => got,
-        };
-        match got {
-            Got::Job(job) => return Some(job),
-            // Reserved, then released unused: park again.
-            Got::Quit | Got::Timeout => continue,
-        }
+        got => got,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
+
+    /// The pool is process-wide: tests that count users must not overlap.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn job(f: impl FnOnce() + Send + 'static) -> Job {
+        Box::new(move |_: Handback<'_>| f())
+    }
 
     #[test]
     fn every_job_runs_even_when_all_workers_are_blocked() {
+        let _serial = SERIAL.lock();
         // Ten jobs that each wait for the last one: only possible if none queues
         // behind another.
         let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -180,7 +299,7 @@ mod tests {
         for _ in 0..10 {
             let rx = Arc::clone(&release_rx);
             let done = done_tx.clone();
-            reserve().unwrap().run(Box::new(move || {
+            reserve().unwrap().run(job(move || {
                 rx.lock().unwrap().recv().unwrap();
                 done.send(()).unwrap();
             }));
@@ -195,35 +314,100 @@ mod tests {
 
     #[test]
     fn a_reservation_dropped_unused_lets_its_thread_go() {
+        let _serial = SERIAL.lock();
         // The worker must not wait forever for a job that never comes; it parks (or
         // exits) and can be reserved again.
         drop(reserve().unwrap());
         let (tx, rx) = mpsc::channel();
-        reserve()
-            .unwrap()
-            .run(Box::new(move || tx.send(()).unwrap()));
+        reserve().unwrap().run(job(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
     #[test]
     fn finished_workers_are_reused() {
+        let _serial = SERIAL.lock();
+        add_user();
         // Sequential jobs, each submitted after the previous one's worker had time to
         // park: without reuse every job would need a new thread.
         let (tx, rx) = mpsc::channel();
         let mut threads = std::collections::HashSet::new();
         for _ in 0..40 {
             let t = tx.clone();
-            reserve().unwrap().run(Box::new(move || {
-                t.send(std::thread::current().id()).unwrap()
-            }));
+            reserve()
+                .unwrap()
+                .run(job(move || t.send(std::thread::current().id()).unwrap()));
             threads.insert(rx.recv_timeout(Duration::from_secs(10)).unwrap());
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Other tests may park a few workers of their own meanwhile.
+        remove_user();
         assert!(
             threads.len() <= 15,
             "40 jobs used {} threads",
             threads.len()
         );
+    }
+
+    /// Set by a thread-local's destructor: the worker's thread has ended (its
+    /// thread-local storage is freed) when this is true.
+    struct ExitFlag(&'static AtomicBool);
+    impl Drop for ExitFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    thread_local! {
+        static EXIT_FLAG: std::cell::RefCell<Option<ExitFlag>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs a job that marks its thread, hands the worker back and then tells the
+    /// test it is done; returns the flag set when that thread ends.
+    fn parked_worker() -> &'static AtomicBool {
+        let ended: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let (tx, rx) = mpsc::channel();
+        reserve()
+            .unwrap()
+            .run(Box::new(move |handback: Handback<'_>| {
+                EXIT_FLAG.with(|f| *f.borrow_mut() = Some(ExitFlag(ended)));
+                handback.then(|| tx.send(()).unwrap());
+            }));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        ended
+    }
+
+    #[test]
+    fn parked_workers_end_when_the_last_user_leaves() {
+        let _serial = SERIAL.lock();
+        add_user();
+        add_user();
+        let first = parked_worker();
+        // One user left: the worker stays parked (it would wait two seconds).
+        remove_user();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !first.load(Ordering::SeqCst),
+            "a worker ended while a user remained"
+        );
+        // The job said "done" after its worker was parked: no sleep needed here for
+        // `remove_user` to find and join it.
+        remove_user();
+        assert!(
+            first.load(Ordering::SeqCst),
+            "the parked worker is still alive"
+        );
+    }
+
+    #[test]
+    fn without_users_a_finished_worker_exits_and_is_joined_later() {
+        let _serial = SERIAL.lock();
+        let ended = parked_worker();
+        // Nobody uses the pool: the worker did not park. Its thread is joined when
+        // the next user leaves.
+        add_user();
+        remove_user();
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the worker's thread was not joined"
+        );
+        assert!(POOL.lock().idle.is_empty());
     }
 }

@@ -161,7 +161,8 @@ unsafe fn push_trampoline(l: RawState) -> bool {
 /// # Safety
 /// 1. `l` is a valid state that this thread may use, with `nargs` values on top and at
 ///    least two more free stack slots.
-/// 2. `body` does not panic (no Rust unwind may cross Lua's C frames), owns nothing
+/// 2. `body` does not panic (no Rust unwind may cross Lua's C frames: a panic in it
+///    aborts the process, see `barrier.rs`), owns nothing
 ///    needing `Drop` across a raising call, and touches other Lua states only with
 ///    calls that cannot raise.
 pub unsafe fn protected(
@@ -192,7 +193,8 @@ pub unsafe fn protected(
             ffi::lua_insert(l, -(nargs + 1));
             ffi::lua_pushlightuserdata(l, armed.body);
             ffi::lua_insert(l, -(nargs + 1));
-            ffi::lua_pcall(l, nargs + 1, nresults, 0)
+            // A panic in `body` could only unwind through Lua's frames: it aborts.
+            crate::barrier::uncatchable(|| ffi::lua_pcall(l, nargs + 1, nresults, 0))
         }
     };
     // Disarmed even when the trampoline never ran (a hook raised on its call).

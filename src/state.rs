@@ -2,7 +2,9 @@
 //!
 //! Optionally the state gets an allocator that refuses to grow past a byte budget
 //! (`llthreads.set_memory_limit`, PUC Lua only: LuaJIT's 64-bit GC cannot take a
-//! custom allocator).
+//! custom allocator). A state's own budget is found again from its allocator
+//! ([`budget_limit`]), which Lua code cannot change: `new` uses it as the ceiling for
+//! the states that state creates.
 
 #[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
@@ -11,12 +13,19 @@ use mlua::ffi;
 
 use crate::raw::RawState;
 
-/// The allocator's bookkeeping for a state with a memory limit.
+/// The allocator's bookkeeping for a state with a memory limit. Its layout is shared
+/// with every other copy of this library loaded in the process (see
+/// [`budget_limit`]): a change to it needs a new [`BUDGET_ALLOC`] name.
 #[cfg_attr(feature = "luajit", allow(dead_code))]
+#[repr(C)]
 struct Budget {
     limit: usize,
     used: usize,
 }
+
+/// The exported name of the budget allocator, versioned with [`Budget`]'s layout.
+#[cfg(not(feature = "luajit"))]
+const BUDGET_ALLOC: &std::ffi::CStr = c"llthreads_budget_alloc_v1";
 
 /// An open Lua state owned by exactly one side (parent or child) at a time.
 pub struct ChildState {
@@ -48,9 +57,9 @@ impl ChildState {
     fn with_budget(limit: usize) -> Option<ChildState> {
         let mut budget = Box::new(Budget { limit, used: 0 });
         let ud = &mut *budget as *mut Budget as *mut c_void;
-        // SAFETY: `limited_alloc` follows the `lua_Alloc` contract and `ud` points to the
+        // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
         // boxed budget, which this value keeps alive until after `lua_close`.
-        let raw = unsafe { ffi::lua_newstate(limited_alloc, ud) };
+        let raw = unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) };
         if raw.is_null() {
             return None;
         }
@@ -93,8 +102,12 @@ impl Drop for ChildState {
 ///
 /// # Safety
 /// `ud` points to the `Budget` of the state calling it; Lua serialises calls per state.
+///
+/// Exported under a versioned name ([`BUDGET_ALLOC`]) so that another copy of this
+/// library (`llthreads.so` and `llthreads2.so` are two files) recognises its states.
 #[cfg(not(feature = "luajit"))]
-unsafe extern "C" fn limited_alloc(
+#[no_mangle]
+unsafe extern "C" fn llthreads_budget_alloc_v1(
     ud: *mut c_void,
     ptr: *mut c_void,
     osize: usize,
@@ -121,6 +134,56 @@ unsafe extern "C" fn limited_alloc(
             budget.used = budget.used - old + nsize;
         }
         new
+    }
+}
+
+/// The byte budget of the state `l` (a coroutine stands for its main state) when a
+/// copy of this library created it with one; `None` for any other state.
+///
+/// # Safety
+/// `l` is a valid state that the calling thread is running now.
+#[cfg(not(feature = "luajit"))]
+pub unsafe fn budget_limit(l: RawState) -> Option<usize> {
+    let mut ud: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `lua_getallocf` only reads the state's global fields; it cannot raise.
+    let alloc = unsafe { ffi::lua_getallocf(l, &mut ud) };
+    let ours: ffi::lua_Alloc = llthreads_budget_alloc_v1;
+    let is_budget = std::ptr::fn_addr_eq(alloc, ours) || is_budget_alloc_of_another_copy(alloc);
+    if !is_budget || ud.is_null() {
+        return None;
+    }
+    // SAFETY: (1) a budget allocator is only ever installed by `with_budget` (of this
+    // or another copy: same name, same layout), with `ud` pointing to the state's
+    // `Budget`, alive as long as the state; (2) `limit` never changes after creation,
+    // and `used` (written by the allocator, on this same thread) is not read.
+    Some(unsafe { std::ptr::addr_of!((*(ud as *const Budget)).limit).read() })
+}
+
+/// LuaJIT states never have a budget.
+///
+/// # Safety
+/// None; `unsafe` to match the PUC Lua version.
+#[cfg(feature = "luajit")]
+pub unsafe fn budget_limit(_l: RawState) -> Option<usize> {
+    None
+}
+
+/// Whether `alloc` is the budget allocator of another copy of this library: the
+/// dynamic symbol at that address has the versioned name.
+#[cfg(not(feature = "luajit"))]
+fn is_budget_alloc_of_another_copy(alloc: ffi::lua_Alloc) -> bool {
+    // SAFETY: `dladdr` only reads the loader's tables; on success `dli_sname` is null
+    // or a NUL-terminated name owned by the loader, valid while the object is loaded
+    // (it is: a state allocates with it).
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(alloc as *const c_void, &mut info) == 0
+            || info.dli_sname.is_null()
+            || info.dli_saddr != alloc as *mut c_void
+        {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(info.dli_sname) == BUDGET_ALLOC
     }
 }
 

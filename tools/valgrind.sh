@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Memory check: the busted specs on lua5.4 under valgrind memcheck.
+# Memory check on lua5.4 under valgrind memcheck, in two parts:
+#
+# 1. A user's own run: `valgrind --leak-check=full lua5.4 tools/valgrind-exit.lua`
+#    with valgrind's default settings and no suppressions (a script that starts,
+#    joins and interrupts threads in every mode, then exits). It must report
+#    "ERROR SUMMARY: 0 errors": nothing of the module may be left at exit, not even
+#    the thread-local storage of parked pool threads ("possibly lost"). Takes seconds.
+# 2. The busted specs:
 #
 #   tools/valgrind.sh                                   # every spec in spec/
 #   tools/valgrind.sh spec/copy_spec.lua spec/faults_spec.lua   # only these
+#   LLTHREADS_VALGRIND_SPECS=0 tools/valgrind.sh        # part 1 only
 #
-# memcheck runs with --leak-check=full --errors-for-leak-kinds=definite,indirect
+# For the specs memcheck runs with --leak-check=full --errors-for-leak-kinds=definite,indirect
 # --error-exitcode=99 --suppressions=tools/valgrind.supp --fair-sched=yes, at the
 # modest stress size (LLTHREADS_STRESS=1). Sub-processes the specs start (the exit tests) run natively.
 # It reports memcheck's errors and the bytes definitely and indirectly lost, and
@@ -14,7 +22,8 @@
 # Uses build/lua54/llthreads.so made by tools/test.sh; builds it the same way
 # (tools/lib.sh ll_build) when it is missing, or always with LLTHREADS_REBUILD=1.
 # LLTHREADS_VALGRIND_TIMEOUT (seconds, default 3600) bounds the run.
-# Logs: build/logs/valgrind/ (memcheck.<pid>.log per process, spec.tap).
+# Logs: build/logs/valgrind/ (exit.memcheck.log and exit.out for part 1;
+# memcheck.<pid>.log per process and spec.tap for part 2).
 
 set -u -o pipefail
 # shellcheck source=tools/lib.sh
@@ -52,11 +61,40 @@ else
     [ -n "$newer" ] && echo "WARNING: $newer is newer than build/lua54/llthreads.so (LLTHREADS_REBUILD=1 rebuilds)"
 fi
 
-# --fair-sched=yes: valgrind runs one thread at a time, and its default lock lets a
-# thread spinning in Lua code keep it, starving the parent that would interrupt it
-# (the interrupt specs then see the child run to its end).
 rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
+
+# Part 1: default settings, as a user would run it.
+problems=0
+exit_log="$LOGDIR/exit.memcheck.log"
+echo "valgrind memcheck (default settings), $INTERP tools/valgrind-exit.lua"
+LUA_CPATH="$dir/?.so;;" timeout -k 10 600 valgrind --leak-check=full --log-file="$exit_log" \
+    "$INTERP" tools/valgrind-exit.lua </dev/null >"$LOGDIR/exit.out" 2>&1
+exit_rc=$?
+exit_summary=$(grep -h 'ERROR SUMMARY' "$exit_log" 2>/dev/null | sed 's/^==[0-9]*== //' | tail -n 1)
+echo "exit script: ${exit_summary:-no ERROR SUMMARY} (exit $exit_rc)"
+if [ "$exit_rc" -ne 0 ] || ! grep -q 'valgrind-exit: ok' "$LOGDIR/exit.out"; then
+    echo "FAIL: tools/valgrind-exit.lua did not finish (log: ${LOGDIR#"$LL_ROOT"/}/exit.out)"
+    sed 's/^/    | /' "$LOGDIR/exit.out" | tail -n 20
+    problems=1
+fi
+case "$exit_summary" in
+    "ERROR SUMMARY: 0 errors "*) ;;
+    *)
+        echo "FAIL: memcheck found problems in the exit script; the first reports:"
+        grep -E -A 20 '^==[0-9]+== ([0-9,]+ bytes in [0-9,]+ blocks are|Invalid|Conditional|Use of|Syscall param|Mismatched)' \
+            "$exit_log" | head -n 80 | sed 's/^/    | /'
+        problems=1
+        ;;
+esac
+if [ "${LLTHREADS_VALGRIND_SPECS:-1}" = 0 ]; then
+    [ "$problems" -eq 0 ] && echo "OK: exit script clean"
+    exit "$problems"
+fi
+
+# Part 2. --fair-sched=yes: valgrind runs one thread at a time, and its default lock
+# lets a thread spinning in Lua code keep it, starving the parent that would
+# interrupt it (the interrupt specs then see the child run to its end).
 echo "valgrind memcheck, $INTERP, ${#SPECS[@]} spec file(s): ${SPECS[*]}"
 t0=$(date +%s)
 LUA_CPATH="$dir/?.so;;" LLTHREADS_LUA=$(command -v "$INTERP") LLTHREADS_FLAVOUR=5.4 LLTHREADS_STRESS=1 \
@@ -79,7 +117,6 @@ for f in "$LOGDIR"/memcheck.*.log; do
     if grep -q 'ERROR SUMMARY' "$f" && grep -q "Command: $INTERP .*busted" "$f"; then main=$f; fi
 done
 
-problems=0
 if [ -z "$main" ]; then
     echo "FAIL: no memcheck summary for the busted process (exit $rc): the run did not complete"
     problems=1
@@ -117,6 +154,6 @@ if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     problems=1
 fi
 if [ "$problems" -eq 0 ]; then
-    echo "OK: 0 errors, 0 bytes definitely lost, 0 bytes indirectly lost"
+    echo "OK: exit script 0 errors; specs 0 errors, 0 bytes definitely lost, 0 bytes indirectly lost"
 fi
 exit "$problems"
