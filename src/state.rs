@@ -47,7 +47,9 @@ impl ChildState {
             None => {
                 // SAFETY: `luaL_newstate` has no preconditions; it returns null on failure.
                 let raw = unsafe { ffi::luaL_newstate() };
-                (!raw.is_null()).then_some(ChildState { raw, budget: None })
+                // Not `then_some`: it would build (and so drop, closing a null state)
+                // the value even when there is no state.
+                (!raw.is_null()).then(|| ChildState { raw, budget: None })
             }
             Some(limit) => Self::with_budget(limit),
         }
