@@ -74,7 +74,9 @@ impl From<CopyError> for Raise {
     fn from(e: CopyError) -> Raise {
         match e {
             CopyError::TooDeep => Raise::TooDeep,
-            CopyError::NoRoom => Raise::Static(c"stack overflow (no room to copy a table)"),
+            CopyError::NoRoom(why) => {
+                Raise::Static(why.message(c"stack overflow (no room to copy a table)"))
+            }
             CopyError::Unsupported { index } => Raise::Unsupported(index),
         }
     }
@@ -291,7 +293,7 @@ unsafe fn build(
         return Err(Raise::Top);
     }
     // SAFETY: `c` holds `[handler, chunk]`; the parent `l` is only read, with the
-    // slots reserved by `new`.
+    // free slots Lua gives `new` (see there).
     match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse) } {
         Ok(_) => Ok(Thread::new(module, state)),
         Err(Failure::Copy(e)) => Err(e.into()),

@@ -131,12 +131,13 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
 /// `l` is used by this thread only and holds `[handler, results...]`.
 unsafe fn keep_room_for_results(l: RawState) -> c_int {
     // SAFETY: see the function's contract; `reserve` never raises.
-    if unsafe { reserve(l, SOURCE_SLOTS) } {
-        return ffi::LUA_OK;
-    }
+    let message = match unsafe { reserve(l, SOURCE_SLOTS) } {
+        Ok(()) => return ffi::LUA_OK,
+        Err(why) => why.message(c"stack overflow (no room for results)"),
+    };
     let mut body = |l: RawState| -> c_int {
-        // SAFETY: protected on `l`.
-        unsafe { ffi::lua_pushstring(l, c"stack overflow (no room for results)".as_ptr()) };
+        // SAFETY: protected on `l`; the message is static.
+        unsafe { ffi::lua_pushstring(l, message.as_ptr()) };
         1
     };
     // SAFETY: dropping the results leaves the base level's free slots (Lua never

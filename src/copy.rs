@@ -25,19 +25,43 @@ pub const SOURCE_SLOTS: c_int = 1;
 /// Source slots a table level takes: the key and the value `lua_next` pushes.
 const LEVEL_SLOTS: c_int = 2;
 
+/// Why [`reserve`] could not make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortage {
+    /// The stack would pass its size limit. (On 5.2+ `lua_checkstack` reports running
+    /// out of memory the same way, and Lua's own `luaL_checkstack` calls both "stack
+    /// overflow" too.)
+    StackFull,
+    /// Growing the stack ran out of memory (told apart on 5.1 and LuaJIT only).
+    #[cfg_attr(not(any(feature = "lua51", feature = "luajit")), allow(dead_code))]
+    OutOfMemory,
+}
+
+impl Shortage {
+    /// The message for an error about it.
+    pub fn message(self, what: &'static CStr) -> &'static CStr {
+        match self {
+            Shortage::StackFull => what,
+            Shortage::OutOfMemory => c"not enough memory",
+        }
+    }
+}
+
 /// Makes `n` more slots free on `l`'s stack, without ever raising and without needing
-/// any free slot first. Returns `false` when the stack cannot grow that far (its size
-/// limit, or out of memory).
+/// any free slot first.
 ///
 /// # Safety
 /// `l` is a valid state that this thread may use, in a frame owning nothing that a
 /// hook's raise could skip (a raise stops inside this call either way).
-pub unsafe fn reserve(l: RawState, n: c_int) -> bool {
+pub unsafe fn reserve(l: RawState, n: c_int) -> Result<(), Shortage> {
     #[cfg(not(any(feature = "lua51", feature = "luajit")))]
     {
         // SAFETY: on 5.2+ `lua_checkstack` grows the stack under its own protection
         // and reports failure instead of raising.
-        unsafe { ffi::lua_checkstack(l, n) != 0 }
+        match unsafe { ffi::lua_checkstack(l, n) } {
+            0 => Err(Shortage::StackFull),
+            _ => Ok(()),
+        }
     }
     #[cfg(any(feature = "lua51", feature = "luajit"))]
     {
@@ -66,11 +90,21 @@ pub unsafe fn reserve(l: RawState, n: c_int) -> bool {
         // SAFETY: `grow` follows the contract above; after a failure the error
         // object is the only value pushed, and popping it cannot raise.
         unsafe {
-            if ffi::lua_cpcall(l, grow, &mut ask as *mut Grow as *mut c_void) != 0 {
-                ffi::lua_settop(l, -2);
-                return false;
+            match ffi::lua_cpcall(l, grow, &mut ask as *mut Grow as *mut c_void) {
+                ffi::LUA_OK => {}
+                status => {
+                    ffi::lua_settop(l, -2);
+                    return Err(match status {
+                        ffi::LUA_ERRMEM => Shortage::OutOfMemory,
+                        _ => Shortage::StackFull,
+                    });
+                }
             }
-            ask.done && ffi::lua_checkstack(l, n) != 0
+            if ask.done && ffi::lua_checkstack(l, n) != 0 {
+                Ok(())
+            } else {
+                Err(Shortage::StackFull)
+            }
         }
     }
 }
@@ -81,7 +115,7 @@ pub enum CopyError {
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep,
     /// The source stack had no room left to walk a table.
-    NoRoom,
+    NoRoom(Shortage),
     /// A value that cannot cross states, inside the top-level value at this source
     /// index (only when copying arguments; results get a placeholder string instead).
     Unsupported { index: c_int },
@@ -285,10 +319,8 @@ impl Copier {
             ffi::lua_rawset(to, self.cache);
 
             // A raise inside `reserve` (a hook on `from`, say) stops in its own
-            // protected call and reads as no room.
-            if !reserve(from, LEVEL_SLOTS + SOURCE_SLOTS) {
-                return Err(CopyError::NoRoom);
-            }
+            // protected call and reads as no room; nothing is pushed on `from` then.
+            reserve(from, LEVEL_SLOTS + SOURCE_SLOTS).map_err(CopyError::NoRoom)?;
             let base = ffi::lua_gettop(from);
             ffi::lua_pushnil(from);
             while ffi::lua_next(from, idx) != 0 {
