@@ -87,6 +87,13 @@ describe("llthreads.ex", function()
       H.assert_values({ true, 2, 1, n = 3 }, join_all(t:start()))
     end)
 
+    it("loads '@path' from the file", function()
+      local path = H.tmpname()
+      H.write_file(path, "local a, b = ... return b, a, 'prelude file'")
+      local t = ex.new({ "return ...", prelude = "@" .. path }, 1, 2)
+      H.assert_values({ true, 2, 1, "prelude file", n = 4 }, join_all(t:start()))
+    end)
+
     it("sets arg to its results", function()
       local t = ex.new({
         function() return arg.n, arg[1] end,
@@ -109,6 +116,16 @@ describe("llthreads.ex", function()
         prelude = function() return INIT_VALUE end,
       })
       H.assert_values({ true, "seen by prelude", n = 2 }, join_all(t:start()))
+    end)
+
+    it("may be a function, sent as its bytecode", function()
+      local t = ex.new({ function() return INIT_VALUE end, lua_init = function() INIT_VALUE = "from a function" end })
+      H.assert_values({ true, "from a function", n = 2 }, join_all(t:start()))
+    end)
+
+    it("refuses anything but a string, a function or false", function()
+      H.assert_error("bad lua_init option (function or string expected, got number)",
+        ex.new, { "return 1", lua_init = 42 })
     end)
 
     it("loads '@path' from the file", function()

@@ -15,7 +15,7 @@ use mlua::ffi;
 
 use crate::barrier::{self, Panicked};
 use crate::child::Frame;
-use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH, SOURCE_SLOTS};
+use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH};
 use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
 use crate::names::{Module, LOGGER_FIELD};
@@ -99,6 +99,9 @@ impl From<CopyError> for Raise {
     fn from(e: CopyError) -> Raise {
         match e {
             CopyError::TooDeep => Raise::TooDeep,
+            CopyError::NoRoom(why) => {
+                Raise::Static(why.message(c"stack overflow (no room to copy a table)"))
+            }
             CopyError::Unsupported { index } => Raise::Unsupported(index),
         }
     }
@@ -321,13 +324,16 @@ unsafe extern "C-unwind" fn l_new_llthreads2(l: RawState) -> c_int {
 /// # Safety
 /// Called from a C function Lua called.
 unsafe fn new(l: RawState, module: Module) -> c_int {
-    // SAFETY: raising calls happen before anything is owned (argument check, stack
-    // growth, the userdata) or after `build` returned and dropped what it owned.
+    // SAFETY: raising calls happen before anything is owned (argument check, the
+    // userdata) or after `build` returned and dropped what it owned. The stack is not
+    // grown here: Lua gives a C function LUA_MINSTACK (20) free slots above its
+    // arguments, more than this call ever pushes (the object, the metatable being
+    // made, the copier's `SOURCE_SLOTS`, an error message), so `new` takes as many
+    // arguments as the caller could pass.
     unsafe {
         let mut len = 0usize;
         let code = ffi::luaL_checklstring(l, 1, &mut len);
         let nargs = ffi::lua_gettop(l);
-        ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"too many arguments".as_ptr());
         let limit = memory_limit(l);
         // The object exists before the child state, so a failure after this point
         // leaves an empty object for the collector, never a leaked state.
@@ -357,7 +363,7 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
 ///
 /// # Safety
 /// `l` is the calling state with `code` (argument 1, NUL-terminated as every Lua
-/// string is) and the arguments at `2..=nargs`, and `SOURCE_SLOTS` free slots.
+/// string is) and the arguments at `2..=nargs`, and `copy::SOURCE_SLOTS` free slots.
 unsafe fn build(
     l: RawState,
     module: Module,
@@ -389,7 +395,7 @@ unsafe fn build(
         return Err(Raise::Top);
     }
     // SAFETY: `c` holds `[handler, chunk]`; the parent `l` is only read, with the
-    // slots reserved by `new`.
+    // free slots Lua gives `new` (see there).
     match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse) } {
         Ok(_) => Ok(Thread::new(module, state)),
         Err(Failure::Copy(e)) => Err(e.into()),
@@ -413,15 +419,30 @@ unsafe fn check_thread(l: RawState, idx: c_int) -> *mut Thread {
     // SAFETY: see the function's contract. The size check rejects userdata of other
     // libraries before the slot is read.
     unsafe {
-        let slot = thread_slot(l, idx);
-        if slot.is_null() {
-            arg_error(l, idx, c"LLThread expected");
-        }
+        let slot = check_slot(l, idx);
         let thread = *slot;
         if thread.is_null() {
             arg_error(l, idx, c"thread object already collected");
         }
         thread
+    }
+}
+
+/// The slot of our userdata at `idx` (possibly emptied by `__gc`), or the argument
+/// error `LLThread expected, got <type>` (`got no value` when there is none).
+///
+/// # Safety
+/// As for [`check_thread`].
+unsafe fn check_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
+    // SAFETY: see the function's contract; `lua_typename` gives a static string.
+    unsafe {
+        let slot = thread_slot(l, idx);
+        if slot.is_null() {
+            let got = ffi::lua_typename(l, ffi::lua_type(l, idx));
+            ffi::lua_pushfstring(l, c"LLThread expected, got %s".as_ptr(), got);
+            arg_error(l, idx, CStr::from_ptr(ffi::lua_tostring(l, -1)));
+        }
+        slot
     }
 }
 
@@ -666,11 +687,12 @@ unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
 }
 
 unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {
-    // SAFETY: called by Lua (as `__gc`, or directly by a user). The slot is emptied
-    // before the object drops, so a second call or a later method sees "collected".
+    // SAFETY: called by Lua (as `__gc`, or directly by a user: anything else than a
+    // thread object raises before anything is owned). The slot is emptied before the
+    // object drops, so a second call or a later method sees "collected".
     unsafe {
-        let slot = thread_slot(l, 1);
-        if !slot.is_null() && !(*slot).is_null() {
+        let slot = check_slot(l, 1);
+        if !(*slot).is_null() {
             let thread = *slot;
             *slot = std::ptr::null_mut();
             guarded(l, || drop(Box::from_raw(thread)));
@@ -680,8 +702,9 @@ unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {
 }
 
 unsafe extern "C-unwind" fn l_tostring(l: RawState) -> c_int {
-    // SAFETY: called by Lua; raising allowed.
+    // SAFETY: called by Lua; raising allowed (nothing owned).
     unsafe {
+        check_slot(l, 1);
         let p: *const c_void = ffi::lua_topointer(l, 1);
         ffi::lua_pushfstring(l, c"llthreads.thread: %p".as_ptr(), p);
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use mlua::ffi;
 
-use crate::copy::SOURCE_SLOTS;
+use crate::copy::{reserve, SOURCE_SLOTS};
+use crate::errors::{describe_error, NO_MESSAGE};
 use crate::names::LOGGER_FIELD;
 use crate::pool;
 use crate::raw::{protected, string_at, RawState};
@@ -72,43 +73,64 @@ pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
 }
 
 /// Runs the chunk and reports its error; returns the chunk's `lua_pcall` status.
+///
+/// The chunk is called straight from the state's base level, with nothing of the
+/// library's below it: a traceback ends at the chunk's own frame, and a stack that
+/// holds the results or the arguments is limited by Lua's size only.
 fn run_chunk(l: RawState, record: &Record) -> c_int {
-    let mut status = ffi::LUA_OK;
-    let mut body = |l: RawState| -> c_int {
-        // SAFETY: runs protected on `l`, which only this thread uses; the frame holds
-        // the stack exactly as `new` left it (see `Frame`).
-        unsafe {
-            let nargs = ffi::lua_gettop(l) - (Frame::FIRST_ARG - 1);
-            status = ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, Frame::HANDLER);
-            // Room for the parent to read the results without growing this stack
-            // later, when growing could raise outside any protected call.
-            ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"no room for results".as_ptr());
-            if status != ffi::LUA_OK && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
-                // Messages are read as strings; convert here, where it may allocate.
-                ffi::lua_tolstring(l, -1, std::ptr::null_mut());
-            }
-            ffi::lua_gettop(l)
-        }
-    };
     // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
-    // stack is laid out as `Frame` says, with free slots left by `new`; (3) the
-    // body owns nothing and does not panic.
-    let outer = unsafe {
+    // stack is laid out as `Frame` says; (3) `lua_pcall` catches every error the chunk
+    // raises (it never raises itself), and this frame owns nothing.
+    let mut status = unsafe {
         record.enter(l);
-        protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body)
+        let nargs = ffi::lua_gettop(l) - (Frame::FIRST_ARG - 1);
+        ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, Frame::HANDLER)
     };
-    if outer != ffi::LUA_OK {
-        // Only growing the stack can fail here (out of memory): report that instead.
-        status = outer;
-    }
     // SAFETY: same thread and state as `enter`. The hook goes with it, so a pending
-    // interrupt cannot fire in the logger or in finalizers.
+    // interrupt cannot fire in what follows: the error's `__tostring`, the logger,
+    // finalizers.
     unsafe { record.code_ended(l) };
+    if status == ffi::LUA_OK {
+        // SAFETY: same exclusive use of `l`; `reserve` never raises.
+        status = unsafe { keep_room_for_results(l) };
+    } else {
+        // SAFETY: same exclusive use of `l`; the stack is `[handler, error]`, far
+        // below the room Lua gives the base level.
+        unsafe { describe_error(l) };
+    }
     if status != ffi::LUA_OK {
-        // SAFETY: same exclusive use of `l`; the error object is on top.
+        // SAFETY: same exclusive use of `l`; the error object is on top, with room.
         unsafe { report_error(l) };
     }
     status
+}
+
+/// Leaves room above the results for the parent to read them in `join` without
+/// growing this stack then, when growing could raise outside any protected call.
+/// When even that room is missing (a chunk that returned about as many values as a
+/// stack holds), the results are replaced by an error. Returns the run's status.
+///
+/// # Safety
+/// `l` is used by this thread only and holds `[handler, results...]`.
+unsafe fn keep_room_for_results(l: RawState) -> c_int {
+    // SAFETY: see the function's contract; `reserve` never raises.
+    let message = match unsafe { reserve(l, SOURCE_SLOTS) } {
+        Ok(()) => return ffi::LUA_OK,
+        Err(why) => why.message(c"stack overflow (no room for results)"),
+    };
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: protected on `l`; the message is static.
+        unsafe { ffi::lua_pushstring(l, message.as_ptr()) };
+        1
+    };
+    // SAFETY: dropping the results leaves the base level's free slots (Lua never
+    // lowers a level's room); the body owns nothing and does not panic. Either way
+    // one value, the message or the error raised making it, ends up pushed.
+    unsafe {
+        ffi::lua_settop(l, Frame::HANDLER);
+        protected(l, 0, 1, &mut body);
+    }
+    ffi::LUA_ERRRUN
 }
 
 /// Passes `"Error from thread: " .. msg` to the state's logger, or writes it to stderr
@@ -128,7 +150,9 @@ unsafe fn report_error(l: RawState) {
                     ffi::lua_concat(l, 2);
                 }
                 _ => {
-                    ffi::lua_pushstring(l, c"Error from thread: (no error message)".as_ptr());
+                    ffi::lua_pushstring(l, c"Error from thread: ".as_ptr());
+                    ffi::lua_pushstring(l, NO_MESSAGE.as_ptr());
+                    ffi::lua_concat(l, 2);
                 }
             }
             ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, LOGGER_FIELD.as_ptr());

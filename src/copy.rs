@@ -2,11 +2,13 @@
 //!
 //! The copier runs inside a protected call on the *target* state (writes there can
 //! raise: allocation). It only reads the *source* state, with calls that cannot raise
-//! provided the source stack has room, which [`SOURCE_SLOTS`] tells the caller to
-//! reserve beforehand. So an error in one state never escapes through the other's
-//! protected call.
+//! provided the source stack has room: [`SOURCE_SLOTS`] free slots on entry, which the
+//! caller guarantees, and two more per table level, which the copier takes with
+//! [`reserve`] (never raising) only when it meets a table. So an error in one state
+//! never escapes through the other's protected call, and a copy of flat values needs
+//! no more room than the values themselves: as many can cross as the stacks hold.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_void, CStr};
 
 use mlua::ffi;
 
@@ -16,14 +18,104 @@ use crate::raw::{protected, RawState};
 /// a top-level value is at depth 1 and a table's keys and values one deeper.
 pub const MAX_DEPTH: c_int = 30;
 
-/// Source stack slots the copier may use: a key and a value per table level.
-pub const SOURCE_SLOTS: c_int = 2 * MAX_DEPTH + 8;
+/// Free source stack slots the copier needs on entry: one, to look at a C function's
+/// upvalue.
+pub const SOURCE_SLOTS: c_int = 1;
+
+/// Source slots a table level takes: the key and the value `lua_next` pushes.
+const LEVEL_SLOTS: c_int = 2;
+
+/// Why [`reserve`] could not make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortage {
+    /// The stack would pass its size limit. (On 5.2+ `lua_checkstack` reports running
+    /// out of memory the same way, and Lua's own `luaL_checkstack` calls both "stack
+    /// overflow" too.)
+    StackFull,
+    /// Growing the stack ran out of memory (told apart on 5.1 and LuaJIT only).
+    #[cfg_attr(not(any(feature = "lua51", feature = "luajit")), allow(dead_code))]
+    OutOfMemory,
+}
+
+impl Shortage {
+    /// The message for an error about it.
+    pub fn message(self, what: &'static CStr) -> &'static CStr {
+        match self {
+            Shortage::StackFull => what,
+            Shortage::OutOfMemory => c"not enough memory",
+        }
+    }
+}
+
+/// Makes `n` more slots free on `l`'s stack, without ever raising and without needing
+/// any free slot first.
+///
+/// # Safety
+/// `l` is a valid state that this thread may use, in a frame owning nothing that a
+/// hook's raise could skip (a raise stops inside this call either way).
+pub unsafe fn reserve(l: RawState, n: c_int) -> Result<(), Shortage> {
+    #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+    {
+        // SAFETY: on 5.2+ `lua_checkstack` grows the stack under its own protection
+        // and reports failure instead of raising.
+        match unsafe { ffi::lua_checkstack(l, n) } {
+            0 => Err(Shortage::StackFull),
+            _ => Ok(()),
+        }
+    }
+    #[cfg(any(feature = "lua51", feature = "luajit"))]
+    {
+        /// What [`grow`] is asked, and what it answers.
+        struct Grow {
+            n: c_int,
+            done: bool,
+        }
+        /// Grows the stack in a frame just above the caller's, so the room it makes
+        /// covers `n` slots of the caller's frame too.
+        unsafe extern "C-unwind" fn grow(l: RawState) -> c_int {
+            // SAFETY: `lua_cpcall` passes the `Grow` of `reserve` (alive during the
+            // call) as the only argument; a raise stops at that `lua_cpcall`.
+            unsafe {
+                let grow = ffi::lua_touserdata(l, 1) as *mut Grow;
+                (*grow).done = ffi::lua_checkstack(l, (*grow).n) != 0;
+            }
+            0
+        }
+        // Here `lua_checkstack` raises when growing the stack runs out of memory. So
+        // the stack grows first under `lua_cpcall`, which takes no free slot of the
+        // caller's (what it pushes lies in the room Lua keeps past every stack's
+        // end); then `lua_checkstack` in this frame finds the room already there and
+        // only records it: it neither allocates nor raises.
+        let mut ask = Grow { n, done: false };
+        // SAFETY: `grow` follows the contract above; after a failure the error
+        // object is the only value pushed, and popping it cannot raise.
+        unsafe {
+            match ffi::lua_cpcall(l, grow, &mut ask as *mut Grow as *mut c_void) {
+                ffi::LUA_OK => {}
+                status => {
+                    ffi::lua_settop(l, -2);
+                    return Err(match status {
+                        ffi::LUA_ERRMEM => Shortage::OutOfMemory,
+                        _ => Shortage::StackFull,
+                    });
+                }
+            }
+            if ask.done && ffi::lua_checkstack(l, n) != 0 {
+                Ok(())
+            } else {
+                Err(Shortage::StackFull)
+            }
+        }
+    }
+}
 
 /// Why a copy stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyError {
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep,
+    /// The source stack had no room left to walk a table.
+    NoRoom(Shortage),
     /// A value that cannot cross states, inside the top-level value at this source
     /// index (only when copying arguments; results get a placeholder string instead).
     Unsupported { index: c_int },
@@ -56,7 +148,8 @@ struct Copier {
 /// # Safety
 /// 1. Runs inside a protected call on `to` (it may raise there) with `to` valid.
 /// 2. `from` is a valid state not used by any other thread now, with at least
-///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise.
+///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise (tables
+///    take their room with [`reserve`], which never raises).
 /// 3. `first..=last` are valid absolute indices of `from`.
 pub unsafe fn copy_values(
     from: RawState,
@@ -67,9 +160,10 @@ pub unsafe fn copy_values(
 ) -> Result<c_int, CopyError> {
     let count = count(first, last);
     // SAFETY: raising on `to` is allowed (reason 1). The placeholder keeps the cache's
-    // index fixed below the copied values.
+    // index fixed below the copied values; room for it and for the values is all this
+    // needs (a table asks for its own room when it is met).
     unsafe {
-        ffi::luaL_checkstack(to, count + 8, c"too many values to copy".as_ptr());
+        room_on_target(to, count + 1, c"stack overflow (too many values to copy)");
         ffi::lua_pushnil(to);
     }
     let mut copier = Copier {
@@ -136,6 +230,22 @@ pub unsafe fn transfer(
     }
 }
 
+/// Makes `n` slots free on the target or raises `msg` there. (Not `luaL_checkstack`:
+/// on 5.1 and LuaJIT mlua's version of it asks for LUA_MINSTACK more than it is told,
+/// which would cost 20 values near the stack's limit.)
+///
+/// # Safety
+/// Inside a protected call on `to`.
+unsafe fn room_on_target(to: RawState, n: c_int, msg: &CStr) {
+    // SAFETY: raising on `to` is allowed (the contract); the message is static.
+    unsafe {
+        if ffi::lua_checkstack(to, n) == 0 {
+            ffi::lua_pushstring(to, msg.as_ptr());
+            ffi::lua_error(to);
+        }
+    }
+}
+
 fn count(first: c_int, last: c_int) -> c_int {
     (last - first + 1).max(0)
 }
@@ -184,11 +294,12 @@ impl Copier {
     unsafe fn table(&mut self, idx: c_int, depth: c_int) -> Result<(), CopyError> {
         let (from, to) = (self.from, self.to);
         // SAFETY: see `value`. `lua_next` over a table we do not modify, with keys it
-        // returned, cannot raise; the source stack has room (contract reason 2) since
-        // each level uses two slots and levels are bounded by `MAX_DEPTH`.
+        // returned, cannot raise; the source stack has room for the key and the value
+        // it pushes, with `SOURCE_SLOTS` left above them for the nested values, as
+        // `reserve` (which never raises) made sure.
         unsafe {
             let key = ffi::lua_topointer(from, idx) as *mut c_void;
-            ffi::luaL_checkstack(to, 4, c"copy too deep".as_ptr());
+            room_on_target(to, 4, c"stack overflow (copy too deep)");
             if !self.has_cache {
                 ffi::lua_newtable(to);
                 ffi::lua_replace(to, self.cache);
@@ -207,6 +318,9 @@ impl Copier {
             ffi::lua_pushvalue(to, -2);
             ffi::lua_rawset(to, self.cache);
 
+            // A raise inside `reserve` (a hook on `from`, say) stops in its own
+            // protected call and reads as no room; nothing is pushed on `from` then.
+            reserve(from, LEVEL_SLOTS + SOURCE_SLOTS).map_err(CopyError::NoRoom)?;
             let base = ffi::lua_gettop(from);
             ffi::lua_pushnil(from);
             while ffi::lua_next(from, idx) != 0 {

@@ -16,14 +16,16 @@ local unpack = table.unpack or unpack
 local function pack(...) return { n = select("#", ...), ... } end
 local args = pack(select(6, ...))
 
-if lua_init then
-  local init
-  if lua_init:sub(1, 1) == "@" then
-    init = assert(loadfile(lua_init:sub(2)))
-  else
-    init = assert(loadstring(lua_init, "=LUA_INIT"))
+-- Source or bytecode, or "@path" for a file.
+local function load_code(code, name)
+  if code:sub(1, 1) == "@" then
+    return assert(loadfile(code:sub(2)))
   end
-  init()
+  return assert(loadstring(code, name))
+end
+
+if lua_init then
+  load_code(lua_init, "=LUA_INIT")()
 end
 
 local main
@@ -34,7 +36,7 @@ else
 end
 
 if prelude then
-  args = pack(assert(loadstring(prelude, "=prelude"))(unpack(args, 1, args.n)))
+  args = pack(load_code(prelude, "=prelude")(unpack(args, 1, args.n)))
 end
 
 local a = { n = args.n, [0] = name }
@@ -103,8 +105,8 @@ function ex.new(code, ...)
 
   local lua_init = opts.lua_init
   if lua_init == nil then lua_init = default_init() end
-  if lua_init ~= false and lua_init ~= nil and type(lua_init) ~= "string" then
-    error(("bad lua_init option (string or false expected, got %s)"):format(type(lua_init)), 2)
+  if lua_init ~= false and lua_init ~= nil then
+    lua_init = as_source(lua_init, "lua_init option", 2)
   end
 
   local thread = llthreads.new(BOOT, lua_init or false, prelude or false, source, is_file, name, ...)

@@ -6,6 +6,10 @@
 //! ([`budget_limit`]), which Lua code cannot change: `new` uses it as the ceiling for
 //! the states that state creates.
 
+#[cfg(feature = "lua54")]
+use std::cell::Cell;
+#[cfg(feature = "lua54")]
+use std::ffi::{c_char, CStr};
 #[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
 
@@ -32,6 +36,9 @@ pub struct ChildState {
     raw: RawState,
     /// Lives as long as the state: the allocator points into it.
     budget: Option<Box<Budget>>,
+    /// Lives as long as the state: its warning function points into it.
+    #[cfg(feature = "lua54")]
+    warnings: Option<Box<Cell<Warnings>>>,
 }
 
 // SAFETY: a Lua state has no thread affinity; it only must not be used by two threads
@@ -49,7 +56,12 @@ impl ChildState {
                 let raw = unsafe { ffi::luaL_newstate() };
                 // Not `then_some`: it would build (and so drop, closing a null state)
                 // the value even when there is no state.
-                (!raw.is_null()).then(|| ChildState { raw, budget: None })
+                (!raw.is_null()).then(|| ChildState {
+                    raw,
+                    budget: None,
+                    #[cfg(feature = "lua54")]
+                    warnings: None,
+                })
             }
             Some(limit) => Self::with_budget(limit),
         }
@@ -67,9 +79,22 @@ impl ChildState {
         }
         // SAFETY: `raw` is a fresh valid state; setting the panic function cannot raise.
         unsafe { ffi::lua_atpanic(raw, panic_handler) };
+        // `lua_newstate` installs no warning function (`luaL_newstate` does): without
+        // one, `warn` would print nothing in a limited state.
+        #[cfg(feature = "lua54")]
+        let warnings = {
+            let warnings = Box::new(Cell::new(Warnings::Off));
+            let ud = &*warnings as *const Cell<Warnings> as *mut c_void;
+            // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
+            // to the boxed mode, which this value keeps alive until after `lua_close`.
+            unsafe { ffi::lua_setwarnf(raw, Some(warn), ud) };
+            Some(warnings)
+        };
         Some(ChildState {
             raw,
             budget: Some(budget),
+            #[cfg(feature = "lua54")]
+            warnings,
         })
     }
 
@@ -94,8 +119,10 @@ impl Drop for ChildState {
             ffi::lua_sethook(self.raw, None, 0, 0);
             ffi::lua_close(self.raw);
         }
-        // `budget` drops after the state that used it.
+        // `budget` (and the warning mode) drop after the state that used them.
         let _ = self.budget.take();
+        #[cfg(feature = "lua54")]
+        let _ = self.warnings.take();
     }
 }
 
@@ -201,4 +228,63 @@ unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     let _ = std::io::Write::write_all(&mut err, msg);
     let _ = std::io::Write::write_all(&mut err, b")\n");
     0
+}
+
+/// Where the warning function of a limited 5.4 state stands.
+#[cfg(feature = "lua54")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Warnings {
+    /// Warnings are dropped (the start, and after `"@off"`).
+    Off,
+    /// Warnings are written to stderr (after `"@on"`).
+    On,
+    /// In the middle of a warning given in pieces: the next piece continues it.
+    Continuing,
+}
+
+/// The warning function of a limited 5.4 state, behaving as the one `luaL_newstate`
+/// installs: off until `warn("@on")`, back off with `"@off"` (other messages starting
+/// with `@` are controls too, and ignored); when on, each warning goes to stderr as
+/// `Lua warning: <pieces...>` and a newline.
+///
+/// # Safety
+/// `ud` points to the state's `Cell<Warnings>`; `msg` is a NUL-terminated string. Lua
+/// calls it on the thread using the state, one call at a time.
+#[cfg(feature = "lua54")]
+unsafe extern "C-unwind" fn warn(ud: *mut c_void, msg: *const c_char, tocont: c_int) {
+    use std::io::Write;
+    // SAFETY: see the function's contract; the cell is only touched from this state's
+    // thread, so the shared borrow never overlaps a write from elsewhere.
+    let (mode, msg) = unsafe {
+        (
+            &*(ud as *const Cell<Warnings>),
+            CStr::from_ptr(msg).to_bytes(),
+        )
+    };
+    let more = tocont != 0;
+    let mut err = std::io::stderr().lock();
+    if mode.get() == Warnings::Continuing {
+        let _ = err.write_all(msg);
+    } else {
+        if let (false, Some(control)) = (more, msg.strip_prefix(b"@")) {
+            match control {
+                b"on" => mode.set(Warnings::On),
+                b"off" => mode.set(Warnings::Off),
+                _ => {}
+            }
+            return;
+        }
+        if mode.get() == Warnings::Off {
+            return;
+        }
+        let _ = err.write_all(b"Lua warning: ");
+        let _ = err.write_all(msg);
+    }
+    if more {
+        mode.set(Warnings::Continuing);
+    } else {
+        let _ = err.write_all(b"\n");
+        mode.set(Warnings::On);
+    }
+    let _ = err.flush();
 }
