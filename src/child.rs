@@ -114,7 +114,24 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
 /// `l` is used by this thread only and holds `[handler, results...]`.
 unsafe fn keep_room_for_results(l: RawState) -> c_int {
     // SAFETY: see the function's contract; `reserve` never raises.
-    let message = match unsafe { reserve(l, SOURCE_SLOTS) } {
+    if unsafe { reserve(l, SOURCE_SLOTS) }.is_ok() {
+        return ffi::LUA_OK;
+    }
+    // Out of memory, most likely with the finished chunk's garbage still around
+    // (5.1 has no emergency collection): collect it and try once more, so that a
+    // child which filled its memory limit still hands its results over.
+    let mut collect = |l: RawState| -> c_int {
+        // SAFETY: protected on `l`; a finalizer's error stops at that call.
+        unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) };
+        0
+    };
+    // SAFETY: (1) `protected` pushes two values, which fit in the slots Lua keeps past
+    // every stack's end even when `reserve` could not grow it; (2) the body owns
+    // nothing and does not panic; (3) `reserve` never raises.
+    let message = match unsafe {
+        protected(l, 0, 0, &mut collect);
+        reserve(l, SOURCE_SLOTS)
+    } {
         Ok(()) => return ffi::LUA_OK,
         Err(why) => why.message(c"stack overflow (no room for results)"),
     };
