@@ -429,6 +429,7 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
         match (*thread).join(timeout) {
             Err(refusal) => fail(l, refusal.message()),
             Ok(Joined::Timeout) => fail(l, "timeout"),
+            Ok(Joined::Interrupted(module)) => raise(l, Raise::Static(module.interrupted_error())),
             Ok(Joined::Closed) => {
                 ffi::lua_pushboolean(l, 1);
                 1

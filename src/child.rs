@@ -12,6 +12,7 @@ use std::sync::Arc;
 use mlua::ffi;
 
 use crate::copy::SOURCE_SLOTS;
+use crate::coroutine;
 use crate::names::LOGGER_FIELD;
 use crate::pool;
 use crate::raw::{protected, string_at, RawState};
@@ -96,6 +97,11 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
         // the stack exactly as `new` left it (see `Frame`).
         unsafe {
             let nargs = ffi::lua_gettop(l) - (Frame::FIRST_ARG - 1);
+            // Before any code of the chunk's: interrupts then follow its coroutines.
+            // Before `enter` too: installing may call a stock function, where a
+            // pending interrupt must not fire.
+            coroutine::install(l);
+            record.enter(l);
             status = ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, Frame::HANDLER);
             // Room for the parent to read the results without growing this stack
             // later, when growing could raise outside any protected call.
@@ -110,15 +116,14 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
     // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
     // stack is laid out as `Frame` says, with free slots left by `new`; (3) the
     // body owns nothing and does not panic.
-    let outer = unsafe {
-        record.enter(l);
-        protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body)
-    };
+    let outer = unsafe { protected(l, ffi::lua_gettop(l), ffi::LUA_MULTRET, &mut body) };
     if outer != ffi::LUA_OK {
-        // Only growing the stack can fail here (out of memory): report that instead.
+        // Only installing the coroutine functions or growing the stack can fail here
+        // (out of memory): report that instead.
         status = outer;
     }
-    // SAFETY: same thread and state as `enter`. The hook goes with it, so a pending
+    // SAFETY: same thread and state as `enter` (which may not have run, if installing
+    // failed: then this only clears what is clear). The hooks go, so a pending
     // interrupt cannot fire in the logger or in finalizers.
     unsafe { record.code_ended(l) };
     if status != ffi::LUA_OK {

@@ -8,8 +8,8 @@
 //! copies the results back. Raw Lua calls that can raise are confined to [`raw`].
 //!
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`pin`], [`pool`]
-//! → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`record`] → [`child`]
-//! → [`thread`] → [`api`], [`ex`].
+//! → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`]
+//! → [`child`] → [`thread`] → [`api`], [`ex`].
 
 #![warn(unsafe_op_in_unsafe_fn)]
 
@@ -25,6 +25,7 @@ compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua
 mod api;
 mod child;
 mod copy;
+mod coroutine;
 mod diag;
 mod errors;
 mod ex;
