@@ -320,11 +320,11 @@ impl Hooks {
     }
 
     /// Makes `to` the current state, moving our hook to it (or off the old one).
-    #[cfg(not(feature = "luajit"))]
     ///
     /// # Safety
     /// On the child's thread, outside the lock, with `interruptor` owning `self`; `to`
     /// is a state of this chunk about to run (or running again), alive meanwhile.
+    #[cfg(not(feature = "luajit"))]
     unsafe fn switch(&self, interruptor: &Interruptor, to: RawState) {
         self.current.store(to, R);
         compiler_fence(Ordering::SeqCst);
