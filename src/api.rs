@@ -16,6 +16,7 @@ use mlua::ffi;
 use crate::barrier::{self, Panicked};
 use crate::child::Frame;
 use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH};
+use crate::coroutine;
 use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
 use crate::names::{Module, LOGGER_FIELD};
@@ -378,6 +379,8 @@ unsafe fn build(
         // SAFETY: protected on the child `c`, which nobody else uses yet.
         unsafe {
             ffi::luaL_openlibs(c);
+            // Before any code of the chunk's, so that interrupts follow its coroutines.
+            coroutine::install(c);
             ffi::lua_pushcfunction(c, traceback);
             let name = code.as_ptr().cast();
             if ffi::luaL_loadbuffer(c, code.as_ptr().cast(), code.len(), name) != ffi::LUA_OK {
@@ -581,6 +584,9 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
         let outcome = guarded(l, || match (*thread).join(timeout) {
             Err(refusal) => JoinOutcome::Fail(refusal.message()),
             Ok(Joined::Timeout) => JoinOutcome::Fail("timeout"),
+            Ok(Joined::Interrupted(module)) => {
+                JoinOutcome::Raise(Raise::Static(module.interrupted_error()))
+            }
             Ok(Joined::Closed) => JoinOutcome::Closed,
             Ok(Joined::State(state, status)) => match push_results(l, state, status) {
                 Ok(n) => JoinOutcome::Pushed(n),

@@ -86,9 +86,8 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
         let nargs = ffi::lua_gettop(l) - (Frame::FIRST_ARG - 1);
         ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, Frame::HANDLER)
     };
-    // SAFETY: same thread and state as `enter`. The hook goes with it, so a pending
-    // interrupt cannot fire in what follows: the error's `__tostring`, the logger,
-    // finalizers.
+    // SAFETY: same thread and state as `enter`. The hooks go, so a pending interrupt
+    // cannot fire in what follows: the error's `__tostring`, the logger, finalizers.
     unsafe { record.code_ended(l) };
     if status == ffi::LUA_OK {
         // SAFETY: same exclusive use of `l`; `reserve` never raises.

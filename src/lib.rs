@@ -8,8 +8,8 @@
 //! copies the results back. Raw Lua calls that can raise are confined to [`raw`].
 //!
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
-//! [`pool`] → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`record`]
-//! → [`child`] → [`thread`] → [`api`], [`ex`].
+//! [`pool`] → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`coroutine`],
+//! [`record`] → [`child`] → [`thread`] → [`api`], [`ex`].
 //!
 //! No Rust panic reaches Lua: entry points catch panics of their work and raise them
 //! as Lua errors; anywhere else a panic aborts with a message ([`barrier`]). The
@@ -31,6 +31,7 @@ mod api;
 mod barrier;
 mod child;
 mod copy;
+mod coroutine;
 mod diag;
 mod errors;
 mod ex;

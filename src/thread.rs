@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::child::{self, Owner};
-use crate::interrupt::Request;
+use crate::interrupt::{self, Request};
 use crate::names::Module;
 use crate::pool;
 use crate::record::Record;
@@ -52,6 +52,9 @@ pub enum Joined {
     Closed,
     /// Finished; the parent now owns the state, results (or error) on its stack.
     State(ChildState, std::ffi::c_int),
+    /// Finished, but an interrupt is pending for the code calling `join`: it raises
+    /// that module's `interrupted_error`, and the thread stays joinable.
+    Interrupted(Module),
 }
 
 pub struct Thread {
@@ -142,6 +145,12 @@ impl Thread {
         };
         if !finished {
             return Ok(Joined::Timeout);
+        }
+        // The last moment the results are still the thread's: an interrupt of the
+        // calling code is delivered here rather than after they are taken, when it
+        // would drop them.
+        if let Some(module) = interrupt::claim_here() {
+            return Ok(Joined::Interrupted(module));
         }
         let status = record.status();
         self.joined = true;

@@ -1,0 +1,376 @@
+//! The child's `coroutine.resume`, `coroutine.wrap` and (5.4) `coroutine.close`, so that
+//! interrupts follow the code from coroutine to coroutine (PUC Lua only).
+//!
+//! On PUC Lua a hook belongs to one `lua_State`, and each coroutine is one: a hook set
+//! on the chunk's state never fires while a coroutine runs. [`install`] puts these
+//! functions into the child state's `coroutine` table before its chunk runs. Around
+//! the moment a coroutine runs they tell the interrupt module which state is current
+//! ([`interrupt::switch_to`] / [`interrupt::switch_back`]), and nothing else changes:
+//! - a call that the stock function refuses or fails without running the coroutine
+//!   (not a coroutine, one that cannot be resumed, too many arguments) is handed to
+//!   the stock function itself, called directly from this frame, so it reports
+//!   exactly as the stock one does, the function's name and the error position
+//!   included;
+//! - otherwise the work is the stock function's, step for step, on each version: move
+//!   the arguments, `lua_resume`, move the results or the error, and for `wrap` the
+//!   error's position prefix.
+//!
+//! Only `lua_resume` (or, on 5.4, `lua_resetthread`, also inside the stock `close`,
+//! which past its checks does nothing else that can raise) runs between a switch and
+//! its switch back, so no error can leave the interrupt module pointing at a coroutine
+//! that stopped running (and could be collected). Those two can raise on their own
+//! only when creating one of their fixed messages fails for lack of memory; the child
+//! state keeps those messages interned, so creating them allocates nothing.
+//!
+//! A coroutine resumed by C code through `lua_resume` directly is not seen: an
+//! interrupt made while it runs waits until it yields back. On LuaJIT nothing is
+//! replaced: its hooks are global, and reach every coroutine already.
+
+use crate::raw::RawState;
+
+/// Replaces the child's coroutine functions (PUC Lua). Called by `new` while it
+/// builds the child state, before any code of the chunk's exists there; leaves the
+/// stack as it found it.
+///
+/// # Safety
+/// `l` is the child's state, used by this thread only, inside a protected call (it
+/// may raise), with three free stack slots.
+pub unsafe fn install(l: RawState) {
+    #[cfg(not(feature = "luajit"))]
+    // SAFETY: forwarded contract.
+    unsafe {
+        puc::install(l)
+    };
+    #[cfg(feature = "luajit")]
+    let _ = l;
+}
+
+#[cfg(not(feature = "luajit"))]
+mod puc {
+    use std::ffi::{c_int, CStr};
+    use std::sync::OnceLock;
+
+    use mlua::ffi;
+
+    use crate::interrupt;
+    use crate::raw::{raise_top, registry_set, RawState};
+
+    /// The stock functions, the same for every state of the process (they live in the
+    /// one Lua library the host links), read from the first child state.
+    struct Stock {
+        resume: ffi::lua_CFunction,
+        create: ffi::lua_CFunction,
+        /// The C function of the closures the stock `coroutine.wrap` returns.
+        auxwrap: ffi::lua_CFunction,
+        #[cfg(feature = "lua54")]
+        close: ffi::lua_CFunction,
+    }
+
+    static STOCK: OnceLock<Stock> = OnceLock::new();
+
+    /// Registry key of the child's interned messages (see the module comment).
+    static INTERNED_KEY: u8 = 0;
+
+    /// Messages `lua_resume` / `lua_resetthread` create by themselves on the paths this
+    /// module lets them take.
+    const INTERNED: [&CStr; 2] = [c"C stack overflow", c"error in error handling"];
+
+    #[cfg(feature = "lua51")]
+    unsafe extern "C-unwind" {
+        /// Lua 5.1's way to pass the C-call depth on to a coroutine before resuming it,
+        /// as the stock `coroutine.resume` does.
+        fn lua_setlevel(from: RawState, to: RawState);
+    }
+
+    /// # Safety
+    /// As for [`super::install`].
+    pub(super) unsafe fn install(l: RawState) {
+        // SAFETY: see the function's contract; every push is popped before returning.
+        unsafe {
+            let top = ffi::lua_gettop(l);
+            ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                ffi::lua_getfield(l, -1, c"coroutine".as_ptr());
+                if ffi::lua_type(l, -1) == ffi::LUA_TTABLE && stock(l).is_some() {
+                    set(l, c"resume", l_resume);
+                    set(l, c"wrap", l_wrap);
+                    #[cfg(feature = "lua54")]
+                    set(l, c"close", l_close);
+                    ffi::lua_createtable(l, INTERNED.len() as c_int, 0);
+                    for (i, s) in INTERNED.iter().enumerate() {
+                        ffi::lua_pushstring(l, s.as_ptr());
+                        ffi::lua_rawseti(l, -2, (i + 1) as _);
+                    }
+                    registry_set(l, &INTERNED_KEY);
+                }
+            }
+            ffi::lua_settop(l, top);
+        }
+    }
+
+    /// # Safety
+    /// The table to set is on top; raising allowed.
+    unsafe fn set(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
+        // SAFETY: see the function's contract.
+        unsafe {
+            ffi::lua_pushcfunction(l, f);
+            ffi::lua_setfield(l, -2, name.as_ptr());
+        }
+    }
+
+    /// The stock functions, read from the stock `coroutine` table on top of `l` the
+    /// first time; `None` when they are not C functions (then nothing is replaced).
+    ///
+    /// # Safety
+    /// The stock `coroutine` table on top; raising allowed; three free slots.
+    unsafe fn stock(l: RawState) -> Option<&'static Stock> {
+        if let Some(stock) = STOCK.get() {
+            return Some(stock);
+        }
+        // SAFETY: see the function's contract; each value read is popped.
+        unsafe {
+            let field = |name: &CStr| {
+                ffi::lua_getfield(l, -1, name.as_ptr());
+                let f = ffi::lua_tocfunction(l, -1);
+                ffi::lua_settop(l, -2);
+                f
+            };
+            let resume = field(c"resume")?;
+            let create = field(c"create")?;
+            #[cfg(feature = "lua54")]
+            let close = field(c"close")?;
+            // A closure made by the stock wrap names the C function they all share.
+            ffi::lua_getfield(l, -1, c"wrap".as_ptr());
+            if ffi::luaL_loadstring(l, c"".as_ptr()) != ffi::LUA_OK {
+                raise_top(l);
+            }
+            ffi::lua_call(l, 1, 1);
+            let auxwrap = ffi::lua_tocfunction(l, -1);
+            ffi::lua_settop(l, -2);
+            let stock = Stock {
+                resume,
+                create,
+                auxwrap: auxwrap?,
+                #[cfg(feature = "lua54")]
+                close,
+            };
+            Some(STOCK.get_or_init(|| stock))
+        }
+    }
+
+    /// The stock functions; set before any function of this module is installed.
+    fn stock_set() -> &'static Stock {
+        match STOCK.get() {
+            Some(stock) => stock,
+            // Not reachable: `install` reads them before installing anything.
+            None => std::process::abort(),
+        }
+    }
+
+    /// Whether `co` can be resumed from `l` as it is (the stock `coroutine.status`
+    /// would say "suspended").
+    ///
+    /// # Safety
+    /// Valid states; never raises.
+    unsafe fn suspended(l: RawState, co: RawState) -> bool {
+        if co == l {
+            return false;
+        }
+        // SAFETY: status and call-stack reads only.
+        unsafe {
+            match ffi::lua_status(co) {
+                ffi::LUA_YIELD => true,
+                ffi::LUA_OK => {
+                    let mut ar: ffi::lua_Debug = std::mem::zeroed();
+                    ffi::lua_getstack(co, 0, &mut ar) == 0 && ffi::lua_gettop(co) > 0
+                }
+                _ => false,
+            }
+        }
+    }
+
+    /// Whether the stock resume would go as far as running `co` with `narg` arguments.
+    ///
+    /// # Safety
+    /// Valid states, raising allowed (5.1 grows the stack of `co` here, as the stock
+    /// function would).
+    unsafe fn will_run(l: RawState, co: RawState, narg: c_int) -> bool {
+        // SAFETY: see the function's contract.
+        unsafe { suspended(l, co) && ffi::lua_checkstack(co, narg) != 0 }
+    }
+
+    /// Runs `co` with the top `narg` values of `l` as arguments. Returns the number of
+    /// results, moved onto `l`, or -1 with the error on top of `l`.
+    ///
+    /// # Safety
+    /// Called from a C function Lua called on `l`, owning nothing; `will_run` said yes.
+    unsafe fn resume(l: RawState, co: RawState, narg: c_int) -> c_int {
+        // SAFETY: see the function's contract. Between the switches only `lua_resume`
+        // runs, which keeps errors of `co` in `co`.
+        unsafe {
+            ffi::lua_xmove(l, co, narg);
+            #[cfg(feature = "lua51")]
+            lua_setlevel(l, co);
+            let switch = interrupt::switch_to(co);
+            let mut nres = 0;
+            let status = ffi::lua_resume(co, l, narg, &mut nres);
+            interrupt::switch_back(switch);
+            if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
+                ffi::lua_xmove(co, l, 1);
+                return -1;
+            }
+            if ffi::lua_checkstack(l, nres + 1) == 0 {
+                #[cfg(feature = "lua51")]
+                ffi::luaL_error(l, c"too many results to resume".as_ptr());
+                #[cfg(not(feature = "lua51"))]
+                {
+                    ffi::lua_settop(co, -nres - 1);
+                    ffi::lua_pushstring(l, c"too many results to resume".as_ptr());
+                    return -1;
+                }
+            }
+            ffi::lua_xmove(co, l, nres);
+            nres
+        }
+    }
+
+    /// `coroutine.resume(co, ...)`.
+    unsafe extern "C-unwind" fn l_resume(l: RawState) -> c_int {
+        let stock = stock_set();
+        // SAFETY: called by Lua, owning nothing: raising is fine. The stock function
+        // gets this very frame, as if Lua had called it.
+        unsafe {
+            let co = ffi::lua_tothread(l, 1);
+            let narg = ffi::lua_gettop(l) - 1;
+            if co.is_null() || !will_run(l, co, narg) {
+                return (stock.resume)(l);
+            }
+            let r = resume(l, co, narg);
+            if r < 0 {
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_insert(l, -2);
+                2
+            } else {
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_insert(l, -(r + 1));
+                r + 1
+            }
+        }
+    }
+
+    /// `coroutine.wrap(f)`.
+    unsafe extern "C-unwind" fn l_wrap(l: RawState) -> c_int {
+        let stock = stock_set();
+        // SAFETY: called by Lua, owning nothing. The stock `create`, called in this
+        // frame, checks argument 1 as the stock `wrap` does and pushes the coroutine.
+        unsafe {
+            (stock.create)(l);
+            let co = ffi::lua_tothread(l, -1);
+            if !co.is_null() {
+                interrupt::adopt(l, co);
+            }
+            ffi::lua_pushcclosure(l, l_wrapped, 1);
+        }
+        1
+    }
+
+    /// A function made by `coroutine.wrap`; its upvalue is the coroutine.
+    unsafe extern "C-unwind" fn l_wrapped(l: RawState) -> c_int {
+        let stock = stock_set();
+        // SAFETY: called by Lua, owning nothing. The stock wrapper, called in this
+        // frame, finds the coroutine in this closure's upvalue 1, as in its own.
+        unsafe {
+            let co = ffi::lua_tothread(l, ffi::lua_upvalueindex(1));
+            if co.is_null() {
+                // Only `debug.setupvalue` gets here (the stock wrapper would crash).
+                ffi::luaL_error(l, c"coroutine expected".as_ptr());
+                return 0;
+            }
+            let narg = ffi::lua_gettop(l);
+            if !will_run(l, co, narg) {
+                return (stock.auxwrap)(l);
+            }
+            let r = resume(l, co, narg);
+            if r >= 0 {
+                return r;
+            }
+            wrap_error(l, co)
+        }
+    }
+
+    /// Raises the error on top of `l` that resuming `co` gave, as the stock wrapper
+    /// does (5.1 - 5.3: a string error gets the caller's position; on 5.1 and 5.2 a
+    /// number counts as a string).
+    ///
+    /// # Safety
+    /// As in [`l_wrapped`].
+    #[cfg(not(feature = "lua54"))]
+    unsafe fn wrap_error(l: RawState, _co: RawState) -> c_int {
+        // SAFETY: see the function's contract.
+        unsafe {
+            let prefixed = if cfg!(feature = "lua53") {
+                ffi::lua_type(l, -1) == ffi::LUA_TSTRING
+            } else {
+                ffi::lua_isstring(l, -1) != 0
+            };
+            if prefixed {
+                ffi::luaL_where(l, 1);
+                ffi::lua_insert(l, -2);
+                ffi::lua_concat(l, 2);
+            }
+            raise_top(l)
+        }
+    }
+
+    /// Raises the error on top of `l` that resuming `co` gave, as the stock wrapper
+    /// does (5.4: a coroutine that failed is closed first, running its pending
+    /// to-be-closed variables, which may change the error).
+    ///
+    /// # Safety
+    /// As in [`l_wrapped`].
+    #[cfg(feature = "lua54")]
+    unsafe fn wrap_error(l: RawState, co: RawState) -> c_int {
+        // SAFETY: see the function's contract; only `lua_resetthread` runs between
+        // the switches.
+        unsafe {
+            let mut status = ffi::lua_status(co);
+            if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
+                let switch = interrupt::switch_to(co);
+                status = ffi::lua_resetthread(co);
+                interrupt::switch_back(switch);
+                ffi::lua_xmove(co, l, 1);
+            }
+            if status != ffi::LUA_ERRMEM && ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                ffi::luaL_where(l, 1);
+                ffi::lua_insert(l, -2);
+                ffi::lua_concat(l, 2);
+            }
+            raise_top(l)
+        }
+    }
+
+    /// `coroutine.close(co)` (5.4): the pending to-be-closed variables of `co` run in
+    /// `co`, so interrupts go there meanwhile.
+    #[cfg(feature = "lua54")]
+    unsafe extern "C-unwind" fn l_close(l: RawState) -> c_int {
+        let stock = stock_set();
+        // SAFETY: called by Lua, owning nothing. A coroutine the stock function
+        // refuses to close (running, or normal: it has frames) goes to it without a
+        // switch, and it raises its own error; for the others it only calls
+        // `lua_resetthread` and pushes the outcome, which cannot raise.
+        unsafe {
+            let co = ffi::lua_tothread(l, 1);
+            let refused = co.is_null() || co == l || {
+                let mut ar: ffi::lua_Debug = std::mem::zeroed();
+                ffi::lua_status(co) == ffi::LUA_OK && ffi::lua_getstack(co, 0, &mut ar) != 0
+            };
+            if refused {
+                return (stock.close)(l);
+            }
+            let switch = interrupt::switch_to(co);
+            let n = (stock.close)(l);
+            interrupt::switch_back(switch);
+            n
+        }
+    }
+}
