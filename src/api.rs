@@ -693,12 +693,14 @@ unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
 }
 
 unsafe extern "C-unwind" fn l_gc(l: RawState) -> c_int {
-    // SAFETY: called by Lua (as `__gc`, or directly by a user: anything else than a
-    // thread object raises before anything is owned). The slot is emptied before the
-    // object drops, so a second call or a later method sees "collected".
+    // Unlike the methods, this never raises on a wrong value: it runs as a finalizer
+    // for anything Lua code gave our metatable (a table, say), and a finalizer's error
+    // surfaces on 5.2 and 5.3 in whatever unrelated code ran the collector.
+    // SAFETY: called by Lua (as `__gc`, or directly by a user). The slot is emptied
+    // before the object drops, so a second call or a later method sees "collected".
     unsafe {
-        let slot = check_slot(l, 1);
-        if !(*slot).is_null() {
+        let slot = thread_slot(l, 1);
+        if !slot.is_null() && !(*slot).is_null() {
             let thread = *slot;
             *slot = std::ptr::null_mut();
             guarded(l, || drop(Box::from_raw(thread)));
