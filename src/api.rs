@@ -32,7 +32,7 @@ static MEMORY_LIMIT_KEY: u8 = 0;
 
 /// An error to raise once the frame that found it has dropped what it owned.
 #[derive(Clone, Copy)]
-enum Raise {
+pub(crate) enum Raise {
     /// The error object is already on top of the stack.
     Top,
     /// `bad argument #n to 'new' (function/userdata/thread types un-supported.)`
@@ -45,7 +45,7 @@ enum Raise {
 
 /// # Safety
 /// Called from a C function Lua called, in a frame owning nothing with `Drop`.
-unsafe fn raise(l: RawState, what: Raise) -> ! {
+pub(crate) unsafe fn raise(l: RawState, what: Raise) -> ! {
     // SAFETY: see the function's contract.
     unsafe {
         match what {
@@ -112,7 +112,7 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
 
 /// # Safety
 /// Table on top; raising allowed.
-unsafe fn set_function(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
+pub(crate) unsafe fn set_function(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
     // SAFETY: see the function's contract.
     unsafe {
         ffi::lua_pushcfunction(l, f);
@@ -343,7 +343,7 @@ struct Slot {
 ///
 /// # Safety
 /// Valid state with two free slots; never raises.
-unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
+pub(crate) unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
     // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
@@ -370,7 +370,7 @@ unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
 ///
 /// # Safety
 /// Raising allowed (nothing owned), two free slots.
-unsafe fn fail(l: RawState, msg: &str) -> c_int {
+pub(crate) unsafe fn fail(l: RawState, msg: &str) -> c_int {
     // SAFETY: see the function's contract.
     unsafe {
         ffi::lua_pushnil(l);
@@ -452,6 +452,7 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
                 ffi::lua_pushboolean(l, 1);
                 1
             }
+            Ok(Joined::Interrupted(module)) => raise(l, Raise::Static(module.interrupted_error())),
             Ok(Joined::State(state, status)) => match push_results(l, state, status) {
                 Ok(n) => n,
                 Err(what) => raise(l, what),

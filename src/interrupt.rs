@@ -106,6 +106,22 @@ thread_local! {
     static INTERRUPTOR: AtomicPtr<Interruptor> = const { AtomicPtr::new(ptr::null_mut()) };
 }
 
+/// For a wait in the chunk running on this thread (a channel operation, `select`,
+/// `sleep`, `join`): the module whose `interrupted_error` to raise now, or `None` to
+/// go on waiting. A "once" request is consumed here, as the hook would consume it.
+/// Always `None` on a thread that runs no chunk of ours (the host's threads).
+pub fn pending_in_wait() -> Option<Module> {
+    let interruptor = INTERRUPTOR.with(|i| i.load(Ordering::SeqCst));
+    // SAFETY: non-null only between `enter` and `leave` on this thread, while the
+    // record holding the interruptor lives.
+    let interruptor = unsafe { interruptor.as_ref() }?;
+    match interruptor.get() {
+        Request::Always => Some(interruptor.module),
+        Request::Once if interruptor.consume_once() => Some(interruptor.module),
+        _ => None,
+    }
+}
+
 /// Called on the child's thread before its chunk runs: makes this thread's chunk
 /// reachable by the signal handler and applies a request made before it ran. Returns
 /// the thread to signal.

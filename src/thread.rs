@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::child::{self, Owner};
-use crate::interrupt::Request;
+use crate::interrupt::{self, Request};
 use crate::names::Module;
 use crate::pool;
-use crate::record::Record;
+use crate::record::{Ended, Record};
 use crate::state::ChildState;
+use crate::wait;
 
 /// Why `join` or `alive` refused to look at the thread (messages as in COMPAT.md).
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +53,9 @@ pub enum Joined {
     Closed,
     /// Finished; the parent now owns the state, results (or error) on its stack.
     State(ChildState, std::ffi::c_int),
+    /// The thread calling `join` (a child) was interrupted while it waited: raise
+    /// this module's `interrupted_error`. The thread joined stays joinable.
+    Interrupted(Module),
 }
 
 pub struct Thread {
@@ -138,7 +142,21 @@ impl Thread {
         let record = self.check_joinable()?;
         let finished = match timeout {
             Some(t) if t.is_zero() => record.is_finished(),
-            _ => record.wait(timeout),
+            _ => {
+                let deadline = timeout.and_then(wait::deadline_after);
+                let mut module = None;
+                let mut interrupted = || {
+                    module = interrupt::pending_in_wait();
+                    module.is_some()
+                };
+                match record.wait_end(deadline, &mut interrupted) {
+                    Ended::Finished => true,
+                    Ended::TimedOut => false,
+                    Ended::Interrupted => {
+                        return Ok(Joined::Interrupted(module.unwrap_or(self.module)))
+                    }
+                }
+            }
         };
         if !finished {
             return Ok(Joined::Timeout);
@@ -149,6 +167,12 @@ impl Thread {
             Some(state) => Joined::State(state, status),
             None => Joined::Closed,
         })
+    }
+
+    /// The record to wait on for this thread's end (`select`), with the refusals of
+    /// `join`.
+    pub fn end_source(&self) -> Result<Arc<Record>, Refusal> {
+        self.check_joinable().map(Arc::clone)
     }
 
     pub fn alive(&self) -> Result<bool, Refusal> {
