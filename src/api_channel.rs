@@ -331,7 +331,7 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
 /// (no Lua code runs here).
 unsafe fn send(l: RawState, channel: &Channel, wait: Wait) -> Outcome {
     // SAFETY: see the function's contract; encoding only reads `l`.
-    let msg = match unsafe { encode(l, 2) } {
+    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len)) } {
         Ok(msg) => msg,
         Err(e) => return Outcome::Raise(e.into()),
     };
@@ -374,7 +374,10 @@ unsafe fn receive(l: RawState, channel: *const Channel, wait: Wait) -> Outcome {
                 Arc::increment_strong_count(channel);
                 let channel = Arc::from_raw(channel);
                 match deliver(&msg, l) {
-                    Ok(()) => Outcome::Pushed(1),
+                    Ok(()) => {
+                        channel.recycle(msg);
+                        Outcome::Pushed(1)
+                    }
                     Err(()) => {
                         channel.requeue(msg);
                         Outcome::Raise(Raise::Top)
@@ -540,7 +543,12 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
             Fired::Message(i, msg) => {
                 ffi::lua_rawgeti(l, 1, (i + 1) as ffi::lua_Integer);
                 match deliver(&msg, l) {
-                    Ok(()) => Outcome::Pushed(2),
+                    Ok(()) => {
+                        if let Source::Channel(channel) = &sources[i] {
+                            channel.recycle(msg);
+                        }
+                        Outcome::Pushed(2)
+                    }
                     Err(()) => {
                         if let Source::Channel(channel) = &sources[i] {
                             channel.requeue(msg);

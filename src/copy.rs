@@ -442,12 +442,17 @@ impl<S: Sink> Copier<'_, S> {
 // Messages
 
 /// Copies `from[idx]` into a new message, by the rules of arguments to `new`
-/// (unsupported values are refused). Raises nothing.
+/// (unsupported values are refused). Raises nothing. `buffer(len)` gives the buffer
+/// for a message of `len` bytes (0 when not known beforehand).
 ///
 /// # Safety
 /// `from` is a valid state used by this thread only, with at least [`SOURCE_SLOTS`]
 /// free stack slots; `idx` is an absolute index of a value in it.
-pub unsafe fn encode(from: RawState, idx: c_int) -> Result<Msg, CopyError> {
+pub unsafe fn encode(
+    from: RawState,
+    idx: c_int,
+    buffer: &mut dyn FnMut(usize) -> Vec<u8>,
+) -> Result<Msg, CopyError> {
     // SAFETY: reads only (see `Copier::value`), within the reserved slots.
     unsafe {
         match ffi::lua_type(from, idx) {
@@ -462,11 +467,12 @@ pub unsafe fn encode(from: RawState, idx: c_int) -> Result<Msg, CopyError> {
             ffi::LUA_TSTRING => {
                 let mut len = 0usize;
                 let ptr = ffi::lua_tolstring(from, idx, &mut len);
-                return Ok(Msg::string(std::slice::from_raw_parts(ptr.cast(), len)));
+                let bytes = std::slice::from_raw_parts(ptr.cast(), len);
+                return Ok(Msg::string(bytes, buffer(len)));
             }
             _ => {}
         }
-        let mut encoder = Encoder::new();
+        let mut encoder = Encoder::with_buffer(buffer(0));
         let mut copier = Copier {
             from,
             sink: &mut encoder,

@@ -2,10 +2,15 @@
 //! copies it into its own: a channel message.
 //!
 //! The encoded form is made for speed: a boolean or a number is kept inline (no
-//! allocation, integer and float apart on 5.3+), a string is one allocation holding
-//! its bytes, and anything else (tables, light userdata, C functions, channels) is one
-//! allocation of operations in the order the copier met them. A channel inside a
-//! message is a strong reference (`Arc`), so the channel lives while the message does.
+//! allocation, integer and float apart on 5.3+), a string is one buffer holding its
+//! bytes, and anything else (tables, light userdata, C functions, channels) is one
+//! buffer of operations in the order the copier met them. A channel inside a message
+//! is a strong reference (`Arc`), so the channel lives while the message does.
+//!
+//! A buffer can be handed back once the message is delivered ([`Message::into_buffer`])
+//! and used for a later message: a stream of messages then allocates nothing. (Freed
+//! on the receiver's thread instead, the buffers of a fast sender keep the allocator
+//! growing and trimming its heap, which costs more than the copies.)
 //!
 //! This module knows nothing about channels or Lua states: the referenced type is the
 //! parameter `T`, and the copier (`copy.rs`) decides what is written and how it is read
@@ -49,9 +54,9 @@ enum Repr {
     #[cfg_attr(not(any(feature = "lua53", feature = "lua54")), allow(dead_code))]
     Int(i64),
     Num(f64),
-    Str(Box<[u8]>),
+    Str(Vec<u8>),
     Encoded {
-        bytes: Box<[u8]>,
+        bytes: Vec<u8>,
         refs: bool,
     },
 }
@@ -89,9 +94,30 @@ impl<T> Message<T> {
         Self::new(Repr::Num(n))
     }
 
-    /// A string message: its bytes, copied once.
-    pub fn string(s: &[u8]) -> Self {
-        Self::new(Repr::Str(Box::from(s)))
+    /// A string message: its bytes, copied once (into `buf`, whose capacity is used
+    /// when it is large enough).
+    pub fn string(s: &[u8], mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.extend_from_slice(s);
+        Self::new(Repr::Str(buf))
+    }
+
+    /// The message's buffer, for another message, with the references it held
+    /// released; `None` for a message without one.
+    pub fn into_buffer(mut self) -> Option<Vec<u8>> {
+        let repr = std::mem::replace(&mut self.repr, Repr::Bool(false));
+        match repr {
+            Repr::Str(buf) => Some(buf),
+            Repr::Encoded { bytes, refs } => {
+                if refs {
+                    // SAFETY: as in `drop`; `self` no longer holds these bytes, so
+                    // they are released once.
+                    unsafe { release_refs::<T>(&bytes) };
+                }
+                Some(bytes)
+            }
+            _ => None,
+        }
     }
 
     /// What the message holds, for the copier to write into a state.
@@ -236,8 +262,14 @@ impl<T> Default for Encoder<T> {
 
 impl<T> Encoder<T> {
     pub fn new() -> Self {
+        Self::with_buffer(Vec::with_capacity(64))
+    }
+
+    /// An encoder writing into `buf` (emptied first).
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         Encoder {
-            buf: Vec::with_capacity(64),
+            buf,
             tables: None,
             next_table: 0,
             refs: false,
@@ -322,9 +354,9 @@ impl<T> Encoder<T> {
         self.code(op::END);
     }
 
-    /// The message: one allocation of exactly the encoded bytes.
+    /// The message, holding the encoder's buffer.
     pub fn finish(mut self) -> Message<T> {
-        let bytes = Box::from(&self.buf[..]);
+        let bytes = std::mem::take(&mut self.buf);
         let refs = std::mem::replace(&mut self.refs, false);
         Message::new(Repr::Encoded { bytes, refs })
     }
@@ -393,6 +425,18 @@ mod tests {
     #[test]
     fn a_message_of_one_number_is_small() {
         // The queue stores messages inline: a one-number message costs only this.
-        assert!(std::mem::size_of::<Message<()>>() <= 24);
+        assert!(std::mem::size_of::<Message<()>>() <= 32);
+    }
+
+    #[test]
+    fn a_buffer_handed_back_releases_its_references_once() {
+        let shared = Arc::new(7u32);
+        let mut e = Encoder::<u32>::new();
+        // SAFETY: `shared` is alive.
+        unsafe { e.reference(Arc::as_ptr(&shared)) };
+        let buf = e.finish().into_buffer().unwrap();
+        assert_eq!(Arc::strong_count(&shared), 1);
+        let m = Message::<u32>::string(b"reused", buf);
+        assert!(matches!(m.view(), View::Str(b"reused")));
     }
 }

@@ -33,6 +33,27 @@ const PARKED: u8 = 2;
 /// round trip.
 pub const SPIN: Duration = Duration::from_micros(5);
 
+/// Watches `ready` for at most [`SPIN`] (never past `deadline`) without giving up the
+/// CPU or taking a lock. Returns whether it came true.
+pub fn spin_until(deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+    let mut end = Instant::now() + SPIN;
+    if let Some(d) = deadline {
+        end = end.min(d);
+    }
+    let backoff = crossbeam_utils::Backoff::new();
+    loop {
+        if ready() {
+            return true;
+        }
+        for _ in 0..8 {
+            backoff.spin();
+        }
+        if Instant::now() >= end {
+            return ready();
+        }
+    }
+}
+
 /// One thread's means to sleep until woken.
 pub struct Waiter {
     state: AtomicU8,
