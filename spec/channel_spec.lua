@@ -312,6 +312,63 @@ describe("a rendezvous channel", function()
   end)
 end)
 
+describe("many producers and consumers", function()
+  it("8 x 8 on a bounded channel: every message received exactly once, in order per producer", function()
+    local ch = llthreads.channel(64)
+    local P, C, N = 8, 8, 500
+    local producers, consumers = {}, {}
+    for p = 1, P do
+      producers[p] = llthreads.new([[
+        local ch, p, n = ...
+        for i = 1, n do assert(ch:send(p * 100000 + i)) end
+      ]], ch, p, N):start()
+    end
+    for c = 1, C do
+      consumers[c] = llthreads.new([[
+        local ch = ...
+        local got, last = {}, {}
+        while true do
+          local v, err = ch:receive()
+          if v == nil then return got, err end
+          local p, i = math.floor(v / 100000), v % 100000
+          assert(i > (last[p] or 0), "out of order for producer " .. p)
+          last[p] = i
+          got[#got + 1] = v
+        end
+      ]], ch):start()
+    end
+    for p = 1, P do H.assert_values({ true, n = 1 }, H.pack(producers[p]:join(60000))) end
+    ch:close()
+    local seen, total = {}, 0
+    for c = 1, C do
+      local ok, got, err = consumers[c]:join(60000)
+      assert.is_true(ok, tostring(got))
+      assert.are.equal("closed", err)
+      for _, v in ipairs(got) do
+        assert.is_nil(seen[v], "received twice: " .. v)
+        seen[v] = true
+        total = total + 1
+      end
+    end
+    assert.are.equal(P * N, total)
+  end)
+end)
+
+describe("memory", function()
+  it("a million queued one-number messages take at most 64 bytes each, given back when drained", function()
+    collectgarbage()
+    collectgarbage()
+    local before = H.rss_kb()
+    local ch = llthreads.channel()
+    for i = 1, 1000000 do ch:send(i) end
+    local queued = H.rss_kb() - before
+    assert.is_true(queued * 1024 <= 64 * 1000000, ("%d KiB for 1,000,000 messages"):format(queued))
+    for _ = 1, 1000000 do ch:receive() end
+    local drained = H.rss_kb() - before
+    assert.is_true(drained < queued / 4, ("%d KiB still used once drained (%d KiB full)"):format(drained, queued))
+  end)
+end)
+
 describe("ch:close()", function()
   it("returns true, and true again", function()
     local ch = llthreads.channel()

@@ -30,6 +30,9 @@ use crate::wait::{self, expired, WaitList, Waiter};
 /// A message on its way through a channel; channels inside it are strong references.
 pub type Msg = Message<Channel>;
 
+/// Queue slots (32 bytes each) kept however empty the queue gets.
+const SHRINK_ABOVE: usize = 4096;
+
 /// Buffers a channel keeps for reuse, at most, and the largest it keeps.
 const SPARES: usize = 32;
 const SPARE_BYTES: usize = 64 << 10;
@@ -241,6 +244,12 @@ impl Channel {
     /// that there is room, or the rendezvous sender whose offer it was.
     fn take(&self, inner: &mut Inner) -> Option<(Msg, Option<Arc<Waiter>>)> {
         if let Some(msg) = inner.queue.pop_front() {
+            // A queue that held many messages gives its memory back as it drains
+            // (halving when a quarter is used: each message is moved O(1) times).
+            let capacity = inner.queue.capacity();
+            if capacity > SHRINK_ABOVE && inner.queue.len() < capacity / 4 {
+                inner.queue.shrink_to(capacity / 2);
+            }
             self.publish(inner);
             let wake = if self.capacity.is_some() {
                 inner.senders.pop()
