@@ -529,7 +529,8 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
                 }
                 Kind::Thread(t) => match (*t).end_source() {
                     Ok(record) => sources.push(Source::Thread(record)),
-                    Err(_) => unreachable!("checked by l_select"),
+                    // Checked by `l_select` just before, with no Lua code run since.
+                    Err(refusal) => return Outcome::Fail(refusal.message()),
                 },
             }
         }

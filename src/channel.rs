@@ -17,7 +17,7 @@
 //! channel withdraws every offer whose sender still waits, so every message is either
 //! received exactly once or reported to its sender as not sent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -105,9 +105,9 @@ pub struct Channel {
 
 /// Named channels, process wide (per copy of this library). Weak references: a named
 /// channel lives while something else holds it, and its drop removes its entry.
-static NAMED: Mutex<Option<Names>> = Mutex::new(None);
-
-type Names = HashMap<Box<[u8]>, Weak<Channel>>;
+/// (A B-tree: its allocations are pointed to from their start, so a leak checker at
+/// exit calls them reachable, where a hash table's would be "possibly lost".)
+static NAMED: Mutex<BTreeMap<Box<[u8]>, Weak<Channel>>> = Mutex::new(BTreeMap::new());
 
 impl Channel {
     pub fn new(capacity: Option<usize>) -> Arc<Channel> {
@@ -138,7 +138,6 @@ impl Channel {
     /// Fails with the existing channel's capacity when that differs.
     pub fn named(name: &[u8], capacity: Option<usize>) -> Result<Arc<Channel>, Option<usize>> {
         let mut map = NAMED.lock();
-        let map = map.get_or_insert_with(HashMap::new);
         if let Some(existing) = map.get(name).and_then(Weak::upgrade) {
             return if existing.capacity == capacity {
                 Ok(existing)
@@ -564,15 +563,13 @@ impl Drop for Channel {
             return;
         };
         let mut map = NAMED.lock();
-        if let Some(map) = map.as_mut() {
-            // A channel made under the same name after this one's last reference went
-            // keeps its entry.
-            if map
-                .get(name)
-                .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
-            {
-                map.remove(name);
-            }
+        // A channel made under the same name after this one's last reference went
+        // keeps its entry.
+        if map
+            .get(name)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
+        {
+            map.remove(name);
         }
     }
 }

@@ -200,20 +200,25 @@ impl<'a, T> Reader<'a, T> {
         }
     }
 
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let out: [u8; N] = self.bytes[self.pos..self.pos + N]
-            .try_into()
-            .expect("encoding cut short");
-        self.pos += N;
-        out
+    /// The next `len` bytes; `None` past the end (never for an encoding made by
+    /// [`Encoder`]: every operation is written whole).
+    fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(len)?;
+        let out = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
     }
 
-    fn word(&mut self) -> usize {
-        usize::from_ne_bytes(self.take::<WORD>())
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
     }
 
-    fn u32(&mut self) -> u32 {
-        u32::from_ne_bytes(self.take::<4>())
+    fn word(&mut self) -> Option<usize> {
+        self.take::<WORD>().map(usize::from_ne_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_ne_bytes)
     }
 
     /// The next operation, or `None` at the end of the encoding.
@@ -225,21 +230,19 @@ impl<'a, T> Reader<'a, T> {
             op::NIL => Item::Nil,
             op::FALSE => Item::Bool(false),
             op::TRUE => Item::Bool(true),
-            op::INT => Item::Int(i64::from_ne_bytes(self.take::<8>())),
-            op::NUM => Item::Num(f64::from_ne_bytes(self.take::<8>())),
+            op::INT => Item::Int(i64::from_ne_bytes(self.take::<8>()?)),
+            op::NUM => Item::Num(f64::from_ne_bytes(self.take::<8>()?)),
             op::STR => {
-                let len = self.word();
-                let s = &self.bytes[self.pos..self.pos + len];
-                self.pos += len;
-                Item::Str(s)
+                let len = self.word()?;
+                Item::Str(self.bytes(len)?)
             }
-            op::LIGHT => Item::Light(self.word() as *mut c_void),
-            op::CFUNC => Item::CFunction(self.word()),
-            op::REF => Item::Ref(self.word() as *const T),
-            op::TABLE => Item::Table(self.u32()),
+            op::LIGHT => Item::Light(self.word()? as *mut c_void),
+            op::CFUNC => Item::CFunction(self.word()?),
+            op::REF => Item::Ref(self.word()? as *const T),
+            op::TABLE => Item::Table(self.u32()?),
             op::END => Item::End,
-            op::BACKREF => Item::BackRef(self.u32()),
-            _ => unreachable!("unknown operation in a message"),
+            op::BACKREF => Item::BackRef(self.u32()?),
+            _ => return None,
         })
     }
 }
