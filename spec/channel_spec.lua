@@ -457,6 +457,19 @@ describe("channels as values", function()
     assert.are.equal(b, rb[1])
   end)
 
+  it("passed through llthreads.ex, to a prelude and the code", function()
+    local ex = require "llthreads.ex"
+    local ch = llthreads.channel()
+    local t = ex.new({
+      function(ch, seen) ch:send(seen == ch) return ch end,
+      prelude = function(ch) return ch, ch end,
+    }, ch):start()
+    local ok, back = t:join()
+    assert.is_true(ok)
+    assert.are.equal(ch, back)
+    assert.is_true(ch:receive(0))
+  end)
+
   it("nested at depth 30 in a message or an argument still copy", function()
     local ch = llthreads.channel()
     local t = nest(29)
