@@ -4,6 +4,9 @@
 --   strings_ms    BENCH_CHANNEL_S (10,000) messages of a 1 KiB string, the same way
 --   pingpong_us   one number sent back and forth through two channels: µs per round
 --                 trip (median of BENCH_CHANNEL_PP = 10,000 round trips)
+--   queued_bytes  RSS growth per message with BENCH_CHANNEL_Q (1,000,000) one-number
+--                 messages queued in an unbounded channel; drained_kb: what is left
+--                 of that growth once they are received
 -- Both threads wait on a start channel, so the figure covers the transfer only (not
 -- thread creation). Time comes from luasystem's monotonic clock when it is installed
 -- (busted depends on it), else from common.lua's wall clock.
@@ -15,6 +18,7 @@ local llthreads = B.llthreads
 local N = B.getenv_number("BENCH_CHANNEL_N", 100000)
 local S = B.getenv_number("BENCH_CHANNEL_S", 10000)
 local PP = B.getenv_number("BENCH_CHANNEL_PP", 10000)
+local Q = B.getenv_number("BENCH_CHANNEL_Q", 1000000)
 
 local has_sys, sys = pcall(require, "system")
 local function time_ms(fn)
@@ -110,3 +114,13 @@ B.report("strings_ms", xs, ("messages=%d bytes=1024"):format(S))
 xs = {}
 for r = 1, runs do xs[r] = pingpong(PP) end
 B.report("pingpong_us", xs, ("round_trips=%d"):format(PP))
+
+collectgarbage()
+collectgarbage()
+local before = B.proc_status_kb("VmRSS")
+local ch = llthreads.channel()
+for i = 1, Q do ch:send(i) end
+local queued = B.proc_status_kb("VmRSS") - before
+for _ = 1, Q do ch:receive() end
+local drained = B.proc_status_kb("VmRSS") - before
+B.report("queued_bytes", { queued * 1024 / Q }, ("messages=%d drained_kb=%d"):format(Q, drained))
