@@ -17,8 +17,8 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -33,9 +33,40 @@ const PARKED: u8 = 2;
 /// round trip.
 pub const SPIN: Duration = Duration::from_micros(5);
 
+/// Threads spinning now, in the whole process.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// A turn to spin: at most one thread per CPU spins at a time; the others park at
+/// once. With many more waiting threads than CPUs (8 producers and 8 consumers on 2
+/// CPUs), unlimited spinners took most of the CPU from the threads they waited for.
+struct SpinTurn;
+
+impl SpinTurn {
+    fn take() -> Option<SpinTurn> {
+        static MAX: OnceLock<usize> = OnceLock::new();
+        let max = *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if SPINNING.fetch_add(1, Ordering::Relaxed) < max {
+            Some(SpinTurn)
+        } else {
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Drop for SpinTurn {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Watches `ready` for at most [`SPIN`] (never past `deadline`) without giving up the
-/// CPU or taking a lock. Returns whether it came true.
+/// CPU or taking a lock, when it is this thread's turn to spin. Returns whether it
+/// came true.
 pub fn spin_until(deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+    let Some(_turn) = SpinTurn::take() else {
+        return ready();
+    };
     let mut end = Instant::now() + SPIN;
     if let Some(d) = deadline {
         end = end.min(d);
@@ -100,25 +131,10 @@ impl Waiter {
     }
 
     /// Watches for a wake-up for at most [`SPIN`] (never past `deadline`), without
-    /// giving up the CPU. Returns whether one came (and takes it).
+    /// giving up the CPU, when it is this thread's turn to spin (see [`spin_until`]).
+    /// Returns whether one came (and takes it).
     pub fn spin(&self, deadline: Option<Instant>) -> bool {
-        let start = Instant::now();
-        let mut end = start + SPIN;
-        if let Some(d) = deadline {
-            end = end.min(d);
-        }
-        let backoff = crossbeam_utils::Backoff::new();
-        loop {
-            if self.take() {
-                return true;
-            }
-            for _ in 0..8 {
-                backoff.spin();
-            }
-            if Instant::now() >= end {
-                return self.take();
-            }
-        }
+        spin_until(deadline, || self.state.load(Ordering::SeqCst) == NOTIFIED) && self.take()
     }
 
     /// Sleeps until woken or until `deadline` (`None`: no limit). Returns whether it
