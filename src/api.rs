@@ -38,7 +38,7 @@ static SENTINEL_KEY: u8 = 0;
 
 /// An error to raise once the frame that found it has dropped what it owned.
 #[derive(Clone, Copy)]
-enum Raise {
+pub(crate) enum Raise {
     /// The error object is already on top of the stack.
     Top,
     /// `bad argument #n to 'new' (function/userdata/thread types un-supported.)`
@@ -53,7 +53,7 @@ enum Raise {
 
 /// # Safety
 /// Called from a C function Lua called, in a frame owning nothing with `Drop`.
-unsafe fn raise(l: RawState, what: Raise) -> ! {
+pub(crate) unsafe fn raise(l: RawState, what: Raise) -> ! {
     // SAFETY: see the function's contract.
     unsafe {
         match what {
@@ -203,7 +203,7 @@ unsafe extern "C-unwind" fn l_pool_user_gone(l: RawState) -> c_int {
 
 /// # Safety
 /// Table on top; raising allowed.
-unsafe fn set_function(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
+pub(crate) unsafe fn set_function(l: RawState, name: &CStr, f: ffi::lua_CFunction) {
     // SAFETY: see the function's contract.
     unsafe {
         ffi::lua_pushcfunction(l, f);
@@ -465,7 +465,7 @@ struct Slot {
 ///
 /// # Safety
 /// Valid state with two free slots; never raises.
-unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
+pub(crate) unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
     // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
@@ -492,7 +492,7 @@ unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
 ///
 /// # Safety
 /// Raising allowed (nothing owned), two free slots.
-unsafe fn fail(l: RawState, msg: &str) -> c_int {
+pub(crate) unsafe fn fail(l: RawState, msg: &str) -> c_int {
     // SAFETY: see the function's contract.
     unsafe {
         ffi::lua_pushnil(l);

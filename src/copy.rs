@@ -1,26 +1,37 @@
-//! Copying values from one Lua state to another, directly, with no Rust detour.
+//! Copying values out of a Lua state: into another state, directly, or into a channel
+//! message, which is later written into a state by the same writer.
 //!
-//! The copier runs inside a protected call on the *target* state (writes there can
-//! raise: allocation). It only reads the *source* state, with calls that cannot raise
+//! One traversal (the [`Copier`]) reads the source state and writes what it finds to a
+//! [`Sink`]: a target state ([`StateSink`]) or a message encoder. Decoding a message
+//! drives the same [`StateSink`], so the three directions (state to state, state to
+//! message, message to state) share their rules: cycles, the depth limit, unsupported
+//! values, and channels, which are copied as the same channel.
+//!
+//! Writing a state runs inside a protected call on that *target* state (writes there
+//! can raise: allocation). The source state is only read, with calls that cannot raise
 //! provided the source stack has room: [`SOURCE_SLOTS`] free slots on entry, which the
 //! caller guarantees, and two more per table level, which the copier takes with
 //! [`reserve`] (never raising) only when it meets a table. So an error in one state
-//! never escapes through the other's protected call, and a copy of flat values needs
-//! no more room than the values themselves: as many can cross as the stacks hold.
+//! never escapes through the other's protected call, a copy of flat values needs no
+//! more room than the values themselves (as many can cross as the stacks hold), and
+//! encoding a message raises nothing at all.
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 
 use mlua::ffi;
 
-use crate::raw::{protected, RawState};
+use crate::channel::{Channel, Msg};
+use crate::handle;
+use crate::message::{Encoder, Item, Reader, View};
+use crate::raw::{protected, push_bytes, RawState};
 
 /// Deepest value nesting copied; counted per value, as the C original counts it:
 /// a top-level value is at depth 1 and a table's keys and values one deeper.
 pub const MAX_DEPTH: c_int = 30;
 
-/// Free source stack slots the copier needs on entry: one, to look at a C function's
-/// upvalue.
-pub const SOURCE_SLOTS: c_int = 1;
+/// Free source stack slots the copier needs on entry: two, to look at a C function's
+/// upvalue or at a userdata's metatable (is it a channel?).
+pub const SOURCE_SLOTS: c_int = 2;
 
 /// Source slots a table level takes: the key and the value `lua_next` pushes.
 const LEVEL_SLOTS: c_int = 2;
@@ -130,15 +141,193 @@ pub enum Unsupported {
     Describe,
 }
 
-/// One copy operation: the values `first..=last` of `from`, pushed onto `to` in order.
-/// Tables met more than once become one table in the copy (cycles survive).
-struct Copier {
-    from: RawState,
+/// Where the [`Copier`] writes what it reads.
+///
+/// On a state sink every method may raise (it runs inside a protected call on the
+/// target); the message encoder never raises.
+trait Sink {
+    /// # Safety
+    /// For every method: the contract of the copy that drives the sink.
+    unsafe fn nil(&mut self);
+    unsafe fn boolean(&mut self, b: bool);
+    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    unsafe fn integer(&mut self, i: ffi::lua_Integer);
+    unsafe fn number(&mut self, n: ffi::lua_Number);
+    unsafe fn string(&mut self, s: &[u8]);
+    unsafe fn light(&mut self, p: *mut c_void);
+    unsafe fn cfunction(&mut self, f: ffi::lua_CFunction);
+    /// `channel` is alive for the call (the source holds it).
+    unsafe fn channel(&mut self, channel: *const Channel);
+    /// The placeholder for an unsupported value in results.
+    unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void);
+    /// Starts the table known to the source as `key`. Returns `true` when that table
+    /// was met before in this copy: its copy is written again and nothing follows.
+    /// Otherwise its entries follow, each as key, value, [`Sink::table_entry`], then
+    /// [`Sink::table_end`].
+    unsafe fn table_begin(&mut self, key: *const c_void, narr: c_int) -> bool;
+    unsafe fn table_entry(&mut self);
+    unsafe fn table_end(&mut self);
+}
+
+/// Writes onto a target state's stack. Tables met more than once become one table in
+/// the copy (cycles survive), through a cache table kept in a stack slot below the
+/// values.
+struct StateSink {
     to: RawState,
-    unsupported: Unsupported,
-    /// Target index of the table mapping source table pointers to their copies.
+    /// Target index of the table mapping source table keys to their copies.
     cache: c_int,
     has_cache: bool,
+}
+
+impl StateSink {
+    /// Reserves room for `count` values and the cache slot below them.
+    ///
+    /// # Safety
+    /// Protected on `to` (may raise).
+    unsafe fn new(to: RawState, count: c_int) -> StateSink {
+        // SAFETY: raising on `to` is allowed. The placeholder keeps the cache's
+        // index fixed below the copied values; room for it and for the values is all
+        // this needs (a table asks for its own room when it is met).
+        unsafe {
+            room_on_target(to, count + 1, c"stack overflow (too many values to copy)");
+            ffi::lua_pushnil(to);
+            StateSink {
+                to,
+                cache: ffi::lua_gettop(to),
+                has_cache: false,
+            }
+        }
+    }
+
+    /// Removes the cache slot, leaving the copied values.
+    ///
+    /// # Safety
+    /// As for `new`, once every value is written.
+    unsafe fn finish(self) {
+        // SAFETY: the cache slot is below the copied values; removing it cannot raise.
+        unsafe { ffi::lua_remove(self.to, self.cache) };
+    }
+}
+
+impl Sink for StateSink {
+    unsafe fn nil(&mut self) {
+        // SAFETY: the sink's contract (stack room checked by `new` and per table).
+        unsafe { ffi::lua_pushnil(self.to) }
+    }
+    unsafe fn boolean(&mut self, b: bool) {
+        // SAFETY: as above.
+        unsafe { ffi::lua_pushboolean(self.to, b as c_int) }
+    }
+    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    unsafe fn integer(&mut self, i: ffi::lua_Integer) {
+        // SAFETY: as above.
+        unsafe { ffi::lua_pushinteger(self.to, i) }
+    }
+    unsafe fn number(&mut self, n: ffi::lua_Number) {
+        // SAFETY: as above.
+        unsafe { ffi::lua_pushnumber(self.to, n) }
+    }
+    unsafe fn string(&mut self, s: &[u8]) {
+        // SAFETY: as above; may raise (allocation), which the contract allows.
+        unsafe { push_bytes(self.to, s) }
+    }
+    unsafe fn light(&mut self, p: *mut c_void) {
+        // SAFETY: as above.
+        unsafe { ffi::lua_pushlightuserdata(self.to, p) }
+    }
+    unsafe fn cfunction(&mut self, f: ffi::lua_CFunction) {
+        // SAFETY: as above; may raise on 5.1 (a closure is allocated).
+        unsafe { ffi::lua_pushcfunction(self.to, f) }
+    }
+    unsafe fn channel(&mut self, channel: *const Channel) {
+        // SAFETY: `channel` is alive (the trait's contract); raising is allowed.
+        unsafe { handle::push(self.to, channel) }
+    }
+    unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void) {
+        // SAFETY: `tname` is a static type name; the push may raise (allowed).
+        unsafe {
+            ffi::lua_pushfstring(self.to, c"Un-supported value: %s: %p".as_ptr(), tname, p);
+        }
+    }
+    unsafe fn table_begin(&mut self, key: *const c_void, narr: c_int) -> bool {
+        let to = self.to;
+        // SAFETY: raising is allowed; the cache slot exists (made by `new`).
+        unsafe {
+            room_on_target(to, 4, c"stack overflow (copy too deep)");
+            if !self.has_cache {
+                ffi::lua_newtable(to);
+                ffi::lua_replace(to, self.cache);
+                self.has_cache = true;
+            }
+            ffi::lua_pushlightuserdata(to, key as *mut c_void);
+            ffi::lua_rawget(to, self.cache);
+            if ffi::lua_type(to, -1) != ffi::LUA_TNIL {
+                return true;
+            }
+            ffi::lua_settop(to, -2);
+            ffi::lua_createtable(to, narr, 0);
+            ffi::lua_pushlightuserdata(to, key as *mut c_void);
+            ffi::lua_pushvalue(to, -2);
+            ffi::lua_rawset(to, self.cache);
+        }
+        false
+    }
+    unsafe fn table_entry(&mut self) {
+        // SAFETY: the table, a key and a value are on top; raising is allowed.
+        unsafe { ffi::lua_rawset(self.to, -3) }
+    }
+    unsafe fn table_end(&mut self) {}
+}
+
+/// Encodes into a channel message; never raises.
+impl Sink for Encoder<Channel> {
+    unsafe fn nil(&mut self) {
+        Encoder::nil(self)
+    }
+    unsafe fn boolean(&mut self, b: bool) {
+        Encoder::boolean(self, b)
+    }
+    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    unsafe fn integer(&mut self, i: ffi::lua_Integer) {
+        Encoder::integer(self, i)
+    }
+    unsafe fn number(&mut self, n: ffi::lua_Number) {
+        Encoder::number(self, n)
+    }
+    unsafe fn string(&mut self, s: &[u8]) {
+        Encoder::string(self, s)
+    }
+    unsafe fn light(&mut self, p: *mut c_void) {
+        Encoder::light(self, p)
+    }
+    unsafe fn cfunction(&mut self, f: ffi::lua_CFunction) {
+        Encoder::cfunction(self, f as usize)
+    }
+    unsafe fn channel(&mut self, channel: *const Channel) {
+        // SAFETY: `channel` is alive (the trait's contract) and came from
+        // `Arc::into_raw` (it is a channel userdata's reference).
+        unsafe { self.reference(channel) }
+    }
+    unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void) {
+        // SAFETY: `tname` is a static NUL-terminated type name from Lua.
+        let tname = unsafe { std::ffi::CStr::from_ptr(tname) };
+        let text = format!("Un-supported value: {}: {:p}", tname.to_string_lossy(), p);
+        Encoder::string(self, text.as_bytes())
+    }
+    unsafe fn table_begin(&mut self, key: *const c_void, narr: c_int) -> bool {
+        Encoder::table_begin(self, key, narr.max(0) as u32)
+    }
+    unsafe fn table_entry(&mut self) {}
+    unsafe fn table_end(&mut self) {
+        Encoder::table_end(self)
+    }
+}
+
+/// One traversal of source values, written to a sink.
+struct Copier<'s, S: Sink> {
+    from: RawState,
+    sink: &'s mut S,
+    unsupported: Unsupported,
     /// Source index of the top-level value being copied, for error reports.
     top_level: c_int,
 }
@@ -148,8 +337,7 @@ struct Copier {
 /// # Safety
 /// 1. Runs inside a protected call on `to` (it may raise there) with `to` valid.
 /// 2. `from` is a valid state not used by any other thread now, with at least
-///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise (tables
-///    take their room with [`reserve`], which never raises).
+///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise.
 /// 3. `first..=last` are valid absolute indices of `from`.
 pub unsafe fn copy_values(
     from: RawState,
@@ -159,20 +347,12 @@ pub unsafe fn copy_values(
     unsupported: Unsupported,
 ) -> Result<c_int, CopyError> {
     let count = count(first, last);
-    // SAFETY: raising on `to` is allowed (reason 1). The placeholder keeps the cache's
-    // index fixed below the copied values; room for it and for the values is all this
-    // needs (a table asks for its own room when it is met).
-    unsafe {
-        room_on_target(to, count + 1, c"stack overflow (too many values to copy)");
-        ffi::lua_pushnil(to);
-    }
+    // SAFETY: raising on `to` is allowed (reason 1).
+    let mut sink = unsafe { StateSink::new(to, count) };
     let mut copier = Copier {
         from,
-        to,
+        sink: &mut sink,
         unsupported,
-        // SAFETY: `to` is valid.
-        cache: unsafe { ffi::lua_gettop(to) },
-        has_cache: false,
         top_level: 0,
     };
     for idx in first..=last {
@@ -180,8 +360,8 @@ pub unsafe fn copy_values(
         // SAFETY: forwarded contract.
         unsafe { copier.value(idx, 1)? };
     }
-    // SAFETY: the cache slot is below the copied values; removing it cannot raise.
-    unsafe { ffi::lua_remove(to, copier.cache) };
+    // SAFETY: every value is written.
+    unsafe { sink.finish() };
     Ok(count)
 }
 
@@ -250,35 +430,44 @@ fn count(first: c_int, last: c_int) -> c_int {
     (last - first + 1).max(0)
 }
 
-impl Copier {
-    /// Pushes a copy of `from[idx]` onto `to`. `depth` is this value's depth.
+impl<S: Sink> Copier<'_, S> {
+    /// Writes a copy of `from[idx]` to the sink. `depth` is this value's depth.
     ///
     /// # Safety
-    /// The contract of [`copy_values`]; `idx` is an absolute index of `from`.
+    /// The contract of [`copy_values`] (or [`encode`]); `idx` is an absolute index of
+    /// `from`.
     unsafe fn value(&mut self, idx: c_int, depth: c_int) -> Result<(), CopyError> {
         if depth > MAX_DEPTH {
             return Err(CopyError::TooDeep);
         }
-        let (from, to) = (self.from, self.to);
+        let from = self.from;
         // SAFETY: reads of `from` below do not allocate (strings are not converted,
-        // numbers are read as numbers); pushes onto `to` may raise, which is allowed.
+        // numbers are read as numbers, `channel_at` uses two of the reserved slots);
+        // the sink may raise on its target, which the contract allows.
         unsafe {
             match ffi::lua_type(from, idx) {
-                ffi::LUA_TNIL => ffi::lua_pushnil(to),
-                ffi::LUA_TBOOLEAN => ffi::lua_pushboolean(to, ffi::lua_toboolean(from, idx)),
-                ffi::LUA_TNUMBER => push_number(from, to, idx),
+                ffi::LUA_TNIL => self.sink.nil(),
+                ffi::LUA_TBOOLEAN => self.sink.boolean(ffi::lua_toboolean(from, idx) != 0),
+                ffi::LUA_TNUMBER => self.number(idx),
                 ffi::LUA_TSTRING => {
                     let mut len = 0usize;
                     let ptr = ffi::lua_tolstring(from, idx, &mut len);
-                    ffi::lua_pushlstring(to, ptr, len);
+                    self.sink
+                        .string(std::slice::from_raw_parts(ptr.cast(), len));
                 }
-                ffi::LUA_TLIGHTUSERDATA => {
-                    ffi::lua_pushlightuserdata(to, ffi::lua_touserdata(from, idx))
-                }
+                ffi::LUA_TLIGHTUSERDATA => self.sink.light(ffi::lua_touserdata(from, idx)),
                 ffi::LUA_TTABLE => self.table(idx, depth)?,
                 ffi::LUA_TFUNCTION if plain_c_function(from, idx) => {
                     if let Some(f) = ffi::lua_tocfunction(from, idx) {
-                        ffi::lua_pushcfunction(to, f);
+                        self.sink.cfunction(f);
+                    }
+                }
+                ffi::LUA_TUSERDATA => {
+                    let channel = handle::channel_at(from, idx);
+                    if channel.is_null() {
+                        self.unsupported(idx)?
+                    } else {
+                        self.sink.channel(channel)
                     }
                 }
                 _ => self.unsupported(idx)?,
@@ -287,37 +476,38 @@ impl Copier {
         Ok(())
     }
 
-    /// Pushes the copy of the table at `from[idx]`, reusing one made earlier in this copy.
+    /// Writes the number at `from[idx]`, keeping integer and float apart on 5.3+.
+    ///
+    /// # Safety
+    /// As for [`Copier::value`]; `from[idx]` is a number.
+    unsafe fn number(&mut self, idx: c_int) {
+        // SAFETY: see the function's contract; none of the reads allocate.
+        unsafe {
+            #[cfg(any(feature = "lua53", feature = "lua54"))]
+            if ffi::lua_isinteger(self.from, idx) != 0 {
+                self.sink.integer(ffi::lua_tointeger(self.from, idx));
+                return;
+            }
+            self.sink.number(ffi::lua_tonumber(self.from, idx));
+        }
+    }
+
+    /// Writes the table at `from[idx]`, or a reference to the copy made earlier.
     ///
     /// # Safety
     /// As for [`Copier::value`].
     unsafe fn table(&mut self, idx: c_int, depth: c_int) -> Result<(), CopyError> {
-        let (from, to) = (self.from, self.to);
+        let from = self.from;
         // SAFETY: see `value`. `lua_next` over a table we do not modify, with keys it
         // returned, cannot raise; the source stack has room for the key and the value
         // it pushes, with `SOURCE_SLOTS` left above them for the nested values, as
         // `reserve` (which never raises) made sure.
         unsafe {
-            let key = ffi::lua_topointer(from, idx) as *mut c_void;
-            room_on_target(to, 4, c"stack overflow (copy too deep)");
-            if !self.has_cache {
-                ffi::lua_newtable(to);
-                ffi::lua_replace(to, self.cache);
-                self.has_cache = true;
-            }
-            ffi::lua_pushlightuserdata(to, key);
-            ffi::lua_rawget(to, self.cache);
-            if ffi::lua_type(to, -1) != ffi::LUA_TNIL {
+            let key = ffi::lua_topointer(from, idx);
+            let narr = c_int::try_from(ffi::lua_rawlen(from, idx)).unwrap_or(0);
+            if self.sink.table_begin(key, narr) {
                 return Ok(());
             }
-            ffi::lua_settop(to, -2);
-
-            let narr = c_int::try_from(ffi::lua_rawlen(from, idx)).unwrap_or(0);
-            ffi::lua_createtable(to, narr, 0);
-            ffi::lua_pushlightuserdata(to, key);
-            ffi::lua_pushvalue(to, -2);
-            ffi::lua_rawset(to, self.cache);
-
             // A raise inside `reserve` (a hook on `from`, say) stops in its own
             // protected call and reads as no room; nothing is pushed on `from` then.
             reserve(from, LEVEL_SLOTS + SOURCE_SLOTS).map_err(CopyError::NoRoom)?;
@@ -331,9 +521,10 @@ impl Copier {
                     ffi::lua_settop(from, base);
                     return Err(e);
                 }
-                ffi::lua_rawset(to, -3);
+                self.sink.table_entry();
                 ffi::lua_settop(from, base + 1);
             }
+            self.sink.table_end();
         }
         Ok(())
     }
@@ -349,16 +540,11 @@ impl Copier {
             }),
             Unsupported::Describe => {
                 // SAFETY: `lua_typename` returns a static string; `lua_topointer` only
-                // reads; the push onto `to` may raise, which is allowed.
+                // reads; the sink may raise on its target, which is allowed.
                 unsafe {
                     let tname = ffi::lua_typename(self.from, ffi::lua_type(self.from, idx));
                     let ptr = ffi::lua_topointer(self.from, idx);
-                    ffi::lua_pushfstring(
-                        self.to,
-                        c"Un-supported value: %s: %p".as_ptr(),
-                        tname,
-                        ptr,
-                    );
+                    self.sink.describe(tname, ptr);
                 }
                 Ok(())
             }
@@ -366,19 +552,180 @@ impl Copier {
     }
 }
 
-/// Pushes the number at `from[idx]` onto `to`, keeping integer and float apart on 5.3+.
+// ---------------------------------------------------------------------------------
+// Messages
+
+/// Copies `from[idx]` into a new message, by the rules of arguments to `new`
+/// (unsupported values are refused). Raises nothing. `buffer(len)` gives the buffer
+/// for a message of `len` bytes (0 when not known beforehand).
 ///
 /// # Safety
-/// `from[idx]` is a number; pushing onto `to` is allowed to raise.
-unsafe fn push_number(from: RawState, to: RawState, idx: c_int) {
-    // SAFETY: see the function's contract; none of the reads allocate.
+/// `from` is a valid state used by this thread only, with at least [`SOURCE_SLOTS`]
+/// free stack slots; `idx` is an absolute index of a value in it.
+pub unsafe fn encode(
+    from: RawState,
+    idx: c_int,
+    buffer: &mut dyn FnMut(usize) -> Vec<u8>,
+) -> Result<Msg, CopyError> {
+    // SAFETY: reads only (see `Copier::value`), within the reserved slots.
+    unsafe {
+        match ffi::lua_type(from, idx) {
+            ffi::LUA_TBOOLEAN => return Ok(Msg::boolean(ffi::lua_toboolean(from, idx) != 0)),
+            ffi::LUA_TNUMBER => {
+                #[cfg(any(feature = "lua53", feature = "lua54"))]
+                if ffi::lua_isinteger(from, idx) != 0 {
+                    return Ok(Msg::integer(ffi::lua_tointeger(from, idx)));
+                }
+                return Ok(Msg::number(ffi::lua_tonumber(from, idx)));
+            }
+            ffi::LUA_TSTRING => {
+                let mut len = 0usize;
+                let ptr = ffi::lua_tolstring(from, idx, &mut len);
+                let bytes = std::slice::from_raw_parts(ptr.cast(), len);
+                return Ok(Msg::string(bytes, buffer(len)));
+            }
+            _ => {}
+        }
+        let mut encoder = Encoder::with_buffer(buffer(0));
+        let mut copier = Copier {
+            from,
+            sink: &mut encoder,
+            unsupported: Unsupported::Refuse,
+            top_level: idx,
+        };
+        copier.value(idx, 1)?;
+        Ok(encoder.finish())
+    }
+}
+
+/// Pushes the value of `msg` onto `to`. Booleans and numbers are pushed directly (that
+/// cannot raise); anything else is written inside a protected call on `to`. On
+/// failure (out of memory) the error object is on top of `to` instead.
+///
+/// # Safety
+/// `to` is valid, used by this thread only, with three free stack slots, in a frame
+/// that owns nothing needing `Drop` across this call.
+pub unsafe fn deliver(msg: &Msg, to: RawState) -> Result<(), ()> {
+    let view = msg.view();
+    // SAFETY: the direct pushes use a free slot (the contract) and allocate nothing.
+    unsafe {
+        match view {
+            View::Bool(b) => ffi::lua_pushboolean(to, b as c_int),
+            View::Num(n) => ffi::lua_pushnumber(to, n),
+            View::Int(i) => push_integer(to, i),
+            View::Str(_) | View::Encoded(_) => return deliver_protected(view, to),
+        }
+    }
+    Ok(())
+}
+
+/// Writes a string or encoded value onto `to` inside a protected call.
+///
+/// # Safety
+/// As for [`deliver`].
+unsafe fn deliver_protected(view: View<'_, Channel>, to: RawState) -> Result<(), ()> {
+    let mut view = Some(view);
+    let mut body = |to: RawState| -> c_int {
+        if let Some(view) = view.take() {
+            // SAFETY: protected on `to`; the message outlives the call.
+            unsafe { write_view(to, view) };
+        }
+        1
+    };
+    // SAFETY: the contract gives `protected`'s; the body owns nothing needing `Drop`
+    // across a raise (the view only borrows the message) and does not panic.
+    match unsafe { protected(to, 0, 1, &mut body) } {
+        ffi::LUA_OK => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// # Safety
+/// `to` has a free slot; never raises.
+unsafe fn push_integer(to: RawState, i: i64) {
+    // SAFETY: see the function's contract. Integer messages are only made on 5.3+;
+    // elsewhere the value would be pushed as the number it is.
     unsafe {
         #[cfg(any(feature = "lua53", feature = "lua54"))]
-        if ffi::lua_isinteger(from, idx) != 0 {
-            ffi::lua_pushinteger(to, ffi::lua_tointeger(from, idx));
-            return;
+        ffi::lua_pushinteger(to, i);
+        #[cfg(not(any(feature = "lua53", feature = "lua54")))]
+        ffi::lua_pushnumber(to, i as ffi::lua_Number);
+    }
+}
+
+/// Writes a message's value onto `to`, through the state sink for encoded values.
+///
+/// # Safety
+/// Protected on `to` (may raise); the message that `view` borrows is alive.
+unsafe fn write_view(to: RawState, view: View<'_, Channel>) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        match view {
+            View::Bool(b) => ffi::lua_pushboolean(to, b as c_int),
+            View::Num(n) => ffi::lua_pushnumber(to, n),
+            View::Int(i) => push_integer(to, i),
+            View::Str(s) => push_bytes(to, s),
+            View::Encoded(mut reader) => {
+                let mut sink = StateSink::new(to, 1);
+                let mut tables = 0u32;
+                if let Some(item) = reader.next() {
+                    decode(&mut reader, item, &mut sink, &mut tables);
+                }
+                sink.finish();
+            }
         }
-        ffi::lua_pushnumber(to, ffi::lua_tonumber(from, idx));
+    }
+}
+
+/// Writes the value that starts with `item`, reading its parts from `reader`.
+/// Encoded tables are numbered in order; the number plus one (never null) is the
+/// table's key in the state sink's cache, so back references find their copy.
+///
+/// # Safety
+/// As for [`write_view`]. Nesting is bounded by [`MAX_DEPTH`] (checked when encoding).
+unsafe fn decode(
+    reader: &mut Reader<'_, Channel>,
+    item: Item<'_, Channel>,
+    sink: &mut StateSink,
+    tables: &mut u32,
+) {
+    let key = |n: u32| (n as usize + 1) as *const c_void;
+    // SAFETY: see the function's contract; `Ref` pointers are alive while the
+    // message is, and a `CFunction` is a C function pointer the encoder wrote.
+    unsafe {
+        match item {
+            Item::Nil => sink.nil(),
+            Item::Bool(b) => sink.boolean(b),
+            Item::Int(i) => push_integer(sink.to, i),
+            Item::Num(n) => sink.number(n),
+            Item::Str(s) => sink.string(s),
+            Item::Light(p) => sink.light(p),
+            Item::CFunction(f) => {
+                let f = std::mem::transmute::<usize, ffi::lua_CFunction>(f);
+                sink.cfunction(f)
+            }
+            Item::Ref(channel) => sink.channel(channel),
+            Item::BackRef(n) => {
+                sink.table_begin(key(n), 0);
+            }
+            Item::Table(narr) => {
+                let n = *tables;
+                *tables += 1;
+                sink.table_begin(key(n), c_int::try_from(narr).unwrap_or(0));
+                while let Some(k) = reader.next() {
+                    if matches!(k, Item::End) {
+                        break;
+                    }
+                    decode(reader, k, sink, tables);
+                    if let Some(v) = reader.next() {
+                        decode(reader, v, sink, tables);
+                    }
+                    sink.table_entry();
+                }
+                sink.table_end();
+            }
+            Item::End => {}
+        }
     }
 }
 

@@ -497,10 +497,12 @@ pub unsafe fn adopt(l: RawState, co: RawState) {
     }
 }
 
-/// Called by `join` on the calling thread before it takes a finished thread's
-/// results: when a raising request is pending for the chunk running here, claims it
-/// (a "once" is consumed) and returns the module whose `interrupted_error` to raise.
-/// The join then raises instead of taking the results, which stay for a later join.
+/// For a wait in the chunk running on this thread (a channel operation, `select`,
+/// `sleep`, `join`), and for `join` before it takes a finished thread's results: when
+/// a raising request is pending here, claims it (a "once" is consumed) and returns the
+/// module whose `interrupted_error` to raise; `None` to go on. The caller then raises
+/// instead of waiting or taking anything (a join's results stay for a later join).
+/// Always `None` on a thread that runs no chunk of ours (the host's threads).
 pub fn claim_here() -> Option<Module> {
     let interruptor = this_thread()?;
     match interruptor.get() {

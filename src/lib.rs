@@ -7,9 +7,14 @@
 //! the child runtime ([`child`]) on an OS thread and shares a [`record`] with it; `join`
 //! copies the results back. Raw Lua calls that can raise are confined to [`raw`].
 //!
+//! Threads talk through channels ([`channel`]): messages ([`message`]) live outside
+//! every state; a channel in a state is a userdata ([`handle`]); every wait of ours
+//! goes through [`wait`], so `interrupt()` can wake it.
+//!
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
-//! [`pool`] → [`raw`] → [`state`], [`copy`], [`errors`] → [`interrupt`] → [`coroutine`],
-//! [`record`] → [`child`] → [`thread`] → [`api`], [`ex`].
+//! [`pool`], [`wait`] → [`raw`] → [`message`] → [`channel`] → [`handle`] → [`state`],
+//! [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`] → [`child`] →
+//! [`thread`] → [`select`] → [`api`] → [`api_channel`], [`ex`].
 //!
 //! No Rust panic reaches Lua: entry points catch panics of their work and raise them
 //! as Lua errors; anywhere else a panic aborts with a message ([`barrier`]). The
@@ -28,20 +33,26 @@
 compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua54 or luajit");
 
 mod api;
+mod api_channel;
 mod barrier;
+mod channel;
 mod child;
 mod copy;
 mod coroutine;
 mod diag;
 mod errors;
 mod ex;
+mod handle;
 mod interrupt;
+mod message;
 mod names;
 mod pool;
 mod raw;
 mod record;
+mod select;
 mod state;
 mod thread;
+mod wait;
 
 use std::ffi::c_int;
 
@@ -55,7 +66,7 @@ use crate::raw::RawState;
 #[no_mangle]
 pub unsafe extern "C-unwind" fn luaopen_llthreads(l: RawState) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { api::open(l, Module::Llthreads) }
+    unsafe { api_channel::open(l, Module::Llthreads) }
 }
 
 /// `require "llthreads2"`.
@@ -65,7 +76,7 @@ pub unsafe extern "C-unwind" fn luaopen_llthreads(l: RawState) -> c_int {
 #[no_mangle]
 pub unsafe extern "C-unwind" fn luaopen_llthreads2(l: RawState) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { api::open(l, Module::Llthreads2) }
+    unsafe { api_channel::open(l, Module::Llthreads2) }
 }
 
 /// `require "llthreads.ex"`.

@@ -6,6 +6,7 @@
 //! joins see a finished-but-unjoined thread exactly as finished.
 
 use std::ffi::c_int;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -13,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::interrupt::{self, Interruptor, Request};
 use crate::names::Module;
 use crate::raw::RawState;
+use crate::wait::{self, WaitList, Waiter};
 
 struct Progress {
     /// The OS thread running the chunk, from `enter` until `code_ended`: the only
@@ -23,12 +25,25 @@ struct Progress {
     finished: bool,
     /// `lua_pcall` status of the chunk; meaningful once `finished`.
     status: c_int,
+    /// Waiters of `join` and `select` on this thread, woken by `finish`.
+    ends: WaitList,
 }
 
 pub struct Record {
     progress: Mutex<Progress>,
     done: Condvar,
     interruptor: Interruptor,
+    /// The child's waiter while its chunk runs: `interrupt` wakes it.
+    waiter: Arc<Waiter>,
+}
+
+/// How [`Record::wait_end`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Finished,
+    TimedOut,
+    /// The waiting thread's interrupt request said to stop waiting.
+    Interrupted,
 }
 
 impl Record {
@@ -40,9 +55,11 @@ impl Record {
                 code_ended: false,
                 finished: false,
                 status: 0,
+                ends: WaitList::new(),
             }),
             done: Condvar::new(),
             interruptor: Interruptor::new(module, pending),
+            waiter: Arc::new(Waiter::new()),
         }
     }
 
@@ -55,6 +72,8 @@ impl Record {
         // SAFETY: forwarded contract; the interruptor lives in `self`, which the
         // child holds (an `Arc`) until after `code_ended`.
         progress.thread = Some(unsafe { interrupt::enter(state, &self.interruptor) });
+        // SAFETY: the waiter lives in `self` until after `code_ended` clears it.
+        unsafe { wait::set_current(&self.waiter) };
     }
 
     /// Records an interrupt request and, while the chunk runs, signals its thread.
@@ -70,6 +89,8 @@ impl Record {
             // so the thread is alive and still running this chunk.
             interrupt::deliver(thread, &self.interruptor);
         }
+        // A child blocked in a wait of ours checks its request when woken.
+        self.waiter.wake();
     }
 
     /// Called on the child's thread when its chunk has returned: from now on nobody
@@ -81,6 +102,7 @@ impl Record {
         let mut progress = self.progress.lock();
         progress.thread = None;
         progress.code_ended = true;
+        wait::clear_current();
         // SAFETY: forwarded contract.
         unsafe { interrupt::leave(state, &self.interruptor) };
     }
@@ -92,8 +114,55 @@ impl Record {
         progress.code_ended = true;
         progress.finished = true;
         progress.status = status;
+        let ends = progress.ends.take_all();
         drop(progress);
         self.done.notify_all();
+        wait::wake_all(ends);
+    }
+
+    /// Whether the child has finished; if not, with `register`, adds that waiter to
+    /// those woken when it does.
+    pub fn poll_end(&self, register: Option<&Arc<Waiter>>) -> bool {
+        let mut progress = self.progress.lock();
+        if !progress.finished {
+            if let Some(w) = register {
+                progress.ends.register(w);
+            }
+        }
+        progress.finished
+    }
+
+    /// Takes `w` off the waiters of the end (every one is woken at the end, so there
+    /// is nothing to pass on).
+    pub fn leave_end(&self, w: &Arc<Waiter>) {
+        self.progress.lock().ends.remove(w);
+    }
+
+    /// Waits, with the calling thread's waiter, until finished or `deadline`
+    /// (`None`: no limit). `interrupted` is asked before each park.
+    pub fn wait_end(
+        &self,
+        deadline: Option<Instant>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Ended {
+        if self.poll_end(None) {
+            return Ended::Finished;
+        }
+        let w = wait::current();
+        let ended = loop {
+            if self.poll_end(Some(&w)) {
+                break Ended::Finished;
+            }
+            if interrupted() {
+                break Ended::Interrupted;
+            }
+            if wait::expired(deadline) {
+                break Ended::TimedOut;
+            }
+            w.park(deadline);
+        };
+        self.leave_end(&w);
+        ended
     }
 
     pub fn is_finished(&self) -> bool {

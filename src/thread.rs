@@ -18,8 +18,9 @@ use crate::child::{self, Owner};
 use crate::interrupt::{self, Request};
 use crate::names::Module;
 use crate::pool;
-use crate::record::Record;
+use crate::record::{Ended, Record};
 use crate::state::ChildState;
+use crate::wait;
 
 /// Why `join` or `alive` refused to look at the thread (messages as in COMPAT.md).
 #[derive(Clone, Copy, Debug)]
@@ -52,8 +53,9 @@ pub enum Joined {
     Closed,
     /// Finished; the parent now owns the state, results (or error) on its stack.
     State(ChildState, std::ffi::c_int),
-    /// Finished, but an interrupt is pending for the code calling `join`: it raises
-    /// that module's `interrupted_error`, and the thread stays joinable.
+    /// The calling chunk was interrupted while it waited, or before it took a finished
+    /// thread's results: raise this module's `interrupted_error`. The thread joined
+    /// stays joinable.
     Interrupted(Module),
 }
 
@@ -141,7 +143,21 @@ impl Thread {
         let record = self.check_joinable()?;
         let finished = match timeout {
             Some(t) if t.is_zero() => record.is_finished(),
-            _ => record.wait(timeout),
+            _ => {
+                let deadline = timeout.and_then(wait::deadline_after);
+                let mut module = None;
+                let mut interrupted = || {
+                    module = interrupt::claim_here();
+                    module.is_some()
+                };
+                match record.wait_end(deadline, &mut interrupted) {
+                    Ended::Finished => true,
+                    Ended::TimedOut => false,
+                    Ended::Interrupted => {
+                        return Ok(Joined::Interrupted(module.unwrap_or(self.module)))
+                    }
+                }
+            }
         };
         if !finished {
             return Ok(Joined::Timeout);
@@ -158,6 +174,12 @@ impl Thread {
             Some(state) => Joined::State(state, status),
             None => Joined::Closed,
         })
+    }
+
+    /// The record to wait on for this thread's end (`select`), with the refusals of
+    /// `join`.
+    pub fn end_source(&self) -> Result<Arc<Record>, Refusal> {
+        self.check_joinable().map(Arc::clone)
     }
 
     pub fn alive(&self) -> Result<bool, Refusal> {

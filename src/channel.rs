@@ -1,0 +1,795 @@
+//! A channel: a queue of messages that any thread may send to and receive from,
+//! unbounded, bounded, or a rendezvous (capacity 0: a send returns once a receiver
+//! took its message).
+//!
+//! One mutex guards the queue, the closed flag and two [`WaitList`]s, receivers and
+//! senders. A thread that cannot go on registers its waiter in the list of the side it
+//! waits on, re-checking under the same lock, and parks; whoever makes its condition
+//! true (a message queued, room made, the channel closed) takes one waiter off that
+//! list and wakes it, after releasing the lock. A waiter that leaves without using
+//! what it was woken for (timed out, interrupted, or a `select` that took something
+//! else) passes the wake-up on to the next registered waiter when the condition still
+//! holds: no wake-up is lost, and one message wakes one receiver, not all of them.
+//!
+//! A rendezvous keeps offers instead of a buffer: each sender queues its message with
+//! a sequence number and its waiter, and waits until a receiver took it (the receiver
+//! wakes exactly that sender) or withdraws it when its wait ends first. Closing the
+//! channel withdraws every offer whose sender still waits, so every message is either
+//! received exactly once or reported to its sender as not sent.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::message::Message;
+use crate::wait::{self, expired, WaitList, Waiter};
+
+/// A message on its way through a channel; channels inside it are strong references.
+pub type Msg = Message<Channel>;
+
+/// Queue slots (32 bytes each) kept however empty the queue gets.
+const SHRINK_ABOVE: usize = 4096;
+
+/// Buffers a channel keeps for reuse, at most, and the largest it keeps.
+const SPARES: usize = 32;
+const SPARE_BYTES: usize = 64 << 10;
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Not at all: succeed now or time out.
+    Now,
+    /// Until this deadline (`None`: as long as it takes).
+    Until(Option<Instant>),
+}
+
+/// Why an operation did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failed {
+    Timeout,
+    Closed,
+    /// The thread's interrupt request said to stop waiting.
+    Interrupted,
+}
+
+/// What a receive found without waiting.
+pub enum Polled {
+    Message(Msg),
+    /// Closed, and nothing left to drain.
+    Closed,
+    Empty,
+}
+
+struct Offer {
+    seq: u64,
+    msg: Msg,
+    /// The sender waiting for this offer to be taken; `None` once nobody waits (a
+    /// non-blocking send that found a waiting receiver): the message is then as good
+    /// as queued.
+    sender: Option<Arc<Waiter>>,
+}
+
+struct Inner {
+    /// Buffered messages (for a rendezvous: only messages put back by `requeue`).
+    queue: VecDeque<Msg>,
+    /// Rendezvous offers, in increasing `seq`.
+    offers: VecDeque<Offer>,
+    next_seq: u64,
+    /// The smallest sequence number that `close` withdrew (`u64::MAX`: none). Offers
+    /// are taken from the front, so every offer taken before the close has a smaller
+    /// number than every offer withdrawn by it.
+    withdrawn_from: u64,
+    closed: bool,
+    receivers: WaitList,
+    senders: WaitList,
+}
+
+pub struct Channel {
+    inner: Mutex<Inner>,
+    /// Messages there to take, and whether the channel is closed: copies of what
+    /// `inner` says, stored under its lock, read without it by a thread that watches
+    /// for a change for a moment before it registers and parks.
+    ready: AtomicUsize,
+    shut: AtomicBool,
+    /// Buffers of delivered messages, for senders to reuse ([`Channel::spare`]).
+    spares: Mutex<Vec<Vec<u8>>>,
+    spare_count: AtomicUsize,
+    /// `None`: unbounded; `Some(0)`: rendezvous.
+    capacity: Option<usize>,
+    /// Set for a named channel: its key in [`NAMED`].
+    name: Option<Box<[u8]>>,
+}
+
+/// Named channels, process wide (per copy of this library). Weak references: a named
+/// channel lives while something else holds it, and its drop removes its entry.
+/// (A B-tree: its allocations are pointed to from their start, so a leak checker at
+/// exit calls them reachable, where a hash table's would be "possibly lost".)
+static NAMED: Mutex<BTreeMap<Box<[u8]>, Weak<Channel>>> = Mutex::new(BTreeMap::new());
+
+impl Channel {
+    pub fn new(capacity: Option<usize>) -> Arc<Channel> {
+        Arc::new(Self::make(capacity, None))
+    }
+
+    fn make(capacity: Option<usize>, name: Option<Box<[u8]>>) -> Channel {
+        Channel {
+            ready: AtomicUsize::new(0),
+            shut: AtomicBool::new(false),
+            spares: Mutex::new(Vec::new()),
+            spare_count: AtomicUsize::new(0),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                offers: VecDeque::new(),
+                next_seq: 0,
+                withdrawn_from: u64::MAX,
+                closed: false,
+                receivers: WaitList::new(),
+                senders: WaitList::new(),
+            }),
+            capacity,
+            name,
+        }
+    }
+
+    /// The process-wide channel called `name`, made with `capacity` if there is none.
+    /// Fails with the existing channel's capacity when that differs.
+    pub fn named(name: &[u8], capacity: Option<usize>) -> Result<Arc<Channel>, Option<usize>> {
+        let mut map = NAMED.lock();
+        if let Some(existing) = map.get(name).and_then(Weak::upgrade) {
+            return if existing.capacity == capacity {
+                Ok(existing)
+            } else {
+                Err(existing.capacity)
+            };
+        }
+        let channel = Arc::new(Self::make(capacity, Some(Box::from(name))));
+        map.insert(Box::from(name), Arc::downgrade(&channel));
+        Ok(channel)
+    }
+
+    pub fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    /// A buffer for a message of about `len` bytes (0: unknown): one handed back by
+    /// a receiver when there is one that fits, else a new one.
+    pub fn spare(&self, len: usize) -> Vec<u8> {
+        // Never waits for the lock: a new buffer costs less than waiting.
+        if self.spare_count.load(Ordering::Relaxed) > 0 {
+            let Some(mut spares) = self.spares.try_lock() else {
+                return Vec::with_capacity(len.max(64));
+            };
+            // Big enough, and not so big that a small message pins a large block.
+            let fits = |b: &Vec<u8>| b.capacity() >= len && b.capacity() <= 4 * len + 256;
+            if let Some(pos) = spares.iter().rposition(fits) {
+                let buf = spares.swap_remove(pos);
+                self.spare_count.store(spares.len(), Ordering::Relaxed);
+                return buf;
+            }
+        }
+        Vec::with_capacity(len.max(64))
+    }
+
+    /// Takes back the buffer of a message that was delivered, for a later send.
+    pub fn recycle(&self, msg: Msg) {
+        if self.spare_count.load(Ordering::Relaxed) >= SPARES {
+            return;
+        }
+        let Some(buf) = msg.into_buffer() else {
+            return;
+        };
+        if buf.capacity() > SPARE_BYTES {
+            return;
+        }
+        let Some(mut spares) = self.spares.try_lock() else {
+            return;
+        };
+        if spares.len() < SPARES {
+            spares.push(buf);
+            self.spare_count.store(spares.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn rendezvous(&self) -> bool {
+        self.capacity == Some(0)
+    }
+
+    /// Messages queued: buffered ones, and rendezvous messages whose sender no longer
+    /// waits (offers still waiting for a receiver are their senders', not queued).
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.queue.len() + inner.offers.iter().filter(|o| o.sender.is_none()).count()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
+    /// Closes the channel: later sends fail, receivers drain what is queued, and
+    /// rendezvous offers whose senders still wait are withdrawn (their sends fail).
+    pub fn close(&self) {
+        let mut withdrawn = Vec::new();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return;
+        }
+        inner.closed = true;
+        self.shut.store(true, Ordering::Release);
+        let mut wake = inner.receivers.take_all();
+        wake.extend(inner.senders.take_all());
+        if !inner.offers.is_empty() {
+            let offers = std::mem::take(&mut inner.offers);
+            for offer in offers {
+                match offer.sender {
+                    Some(sender) => {
+                        inner.withdrawn_from = inner.withdrawn_from.min(offer.seq);
+                        wake.push_back(sender);
+                        withdrawn.push(offer.msg);
+                    }
+                    None => inner.offers.push_back(offer),
+                }
+            }
+            self.publish(&inner);
+        }
+        drop(inner);
+        wait::wake_all(wake);
+        drop(withdrawn);
+    }
+
+    /// Takes the next message, if any, with the waiter to wake for it: a sender now
+    /// that there is room, or the rendezvous sender whose offer it was.
+    fn take(&self, inner: &mut Inner) -> Option<(Msg, Option<Arc<Waiter>>)> {
+        if let Some(msg) = inner.queue.pop_front() {
+            // A queue that held many messages gives its memory back as it drains
+            // (halving when a quarter is used: each message is moved O(1) times).
+            let capacity = inner.queue.capacity();
+            if capacity > SHRINK_ABOVE && inner.queue.len() < capacity / 4 {
+                inner.queue.shrink_to(capacity / 2);
+            }
+            self.publish(inner);
+            let wake = if self.capacity.is_some() {
+                inner.senders.pop()
+            } else {
+                None
+            };
+            return Some((msg, wake));
+        }
+        let offer = inner.offers.pop_front()?;
+        self.publish(inner);
+        Some((offer.msg, offer.sender))
+    }
+
+    /// Updates `ready` after the queue changed (under the lock).
+    fn publish(&self, inner: &Inner) {
+        self.ready
+            .store(inner.queue.len() + inner.offers.len(), Ordering::Release);
+    }
+
+    /// Watches, for a moment and without the lock, for a message or the close.
+    fn spin_for_message(&self, deadline: Option<Instant>) -> bool {
+        wait::spin_until(deadline, || {
+            self.ready.load(Ordering::Acquire) > 0 || self.shut.load(Ordering::Acquire)
+        })
+    }
+
+    /// Watches, for a moment and without the lock, for room or the close.
+    fn spin_for_room(&self, capacity: usize, deadline: Option<Instant>) -> bool {
+        wait::spin_until(deadline, || {
+            self.ready.load(Ordering::Acquire) < capacity || self.shut.load(Ordering::Acquire)
+        })
+    }
+
+    fn has_message(inner: &Inner) -> bool {
+        !inner.queue.is_empty() || !inner.offers.is_empty()
+    }
+
+    /// Takes a message if there is one. Otherwise, with `register`, adds that waiter
+    /// to the receivers, to be woken when a message comes or the channel closes.
+    pub fn poll_receive(&self, register: Option<&Arc<Waiter>>) -> Polled {
+        let mut inner = self.inner.lock();
+        if let Some((msg, wake)) = self.take(&mut inner) {
+            if let Some(w) = register {
+                inner.receivers.remove(w);
+            }
+            drop(inner);
+            if let Some(w) = wake {
+                w.wake();
+            }
+            return Polled::Message(msg);
+        }
+        if inner.closed {
+            return Polled::Closed;
+        }
+        if let Some(w) = register {
+            inner.receivers.register(w);
+        }
+        Polled::Empty
+    }
+
+    /// Takes `w` off the receivers. If a sender had already taken it off to wake it
+    /// and a message is still there, the next receiver is woken instead.
+    pub fn leave_receivers(&self, w: &Arc<Waiter>) {
+        let mut inner = self.inner.lock();
+        let next = Self::pass_on_receive(&mut inner, w);
+        drop(inner);
+        if let Some(next) = next {
+            next.wake();
+        }
+    }
+
+    fn pass_on_receive(inner: &mut Inner, w: &Arc<Waiter>) -> Option<Arc<Waiter>> {
+        if inner.receivers.remove(w) || !Self::has_message(inner) {
+            None
+        } else {
+            inner.receivers.pop()
+        }
+    }
+
+    /// Receives a message, waiting as `wait` says. `interrupted` is asked before each
+    /// park (under the channel's lock, so its answer and the channel's state agree).
+    pub fn receive(
+        &self,
+        wait: Wait,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Msg, Failed> {
+        match self.poll_receive(None) {
+            Polled::Message(msg) => return Ok(msg),
+            Polled::Closed => return Err(Failed::Closed),
+            Polled::Empty => {}
+        }
+        let Wait::Until(deadline) = wait else {
+            return Err(Failed::Timeout);
+        };
+        if self.spin_for_message(deadline) {
+            match self.poll_receive(None) {
+                Polled::Message(msg) => return Ok(msg),
+                Polled::Closed => return Err(Failed::Closed),
+                Polled::Empty => {}
+            }
+        }
+        let w = wait::current();
+        loop {
+            let mut inner = self.inner.lock();
+            if let Some((msg, wake)) = self.take(&mut inner) {
+                inner.receivers.remove(&w);
+                drop(inner);
+                if let Some(s) = wake {
+                    s.wake();
+                }
+                return Ok(msg);
+            }
+            if inner.closed {
+                inner.receivers.remove(&w);
+                return Err(Failed::Closed);
+            }
+            let failed = if interrupted() {
+                Some(Failed::Interrupted)
+            } else if expired(deadline) {
+                Some(Failed::Timeout)
+            } else {
+                None
+            };
+            if let Some(failed) = failed {
+                let next = Self::pass_on_receive(&mut inner, &w);
+                drop(inner);
+                if let Some(next) = next {
+                    next.wake();
+                }
+                return Err(failed);
+            }
+            inner.receivers.register(&w);
+            drop(inner);
+            w.park(deadline);
+        }
+    }
+
+    /// Puts back a message that a receiver took but could not deliver (its state ran
+    /// out of memory), at the front: it is received next.
+    pub fn requeue(&self, msg: Msg) {
+        let mut inner = self.inner.lock();
+        inner.queue.push_front(msg);
+        self.publish(&inner);
+        let next = inner.receivers.pop();
+        drop(inner);
+        if let Some(next) = next {
+            next.wake();
+        }
+    }
+
+    /// Sends `msg`, waiting as `wait` says while a bounded channel is full (for a
+    /// rendezvous: until a receiver took it). On failure the message is dropped.
+    pub fn send(
+        &self,
+        msg: Msg,
+        wait: Wait,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Failed> {
+        if self.rendezvous() {
+            return self.hand_over(msg, wait, interrupted);
+        }
+        let mut msg = Some(msg);
+        let mut w: Option<Arc<Waiter>> = None;
+        let mut spun = false;
+        loop {
+            let mut inner = self.inner.lock();
+            if inner.closed {
+                if let Some(w) = &w {
+                    inner.senders.remove(w);
+                }
+                drop(inner);
+                return Err(Failed::Closed);
+            }
+            if self.capacity.is_none_or(|c| inner.queue.len() < c) {
+                inner.queue.extend(msg.take());
+                self.publish(&inner);
+                if let Some(w) = &w {
+                    inner.senders.remove(w);
+                }
+                let next = inner.receivers.pop();
+                drop(inner);
+                if let Some(next) = next {
+                    next.wake();
+                }
+                return Ok(());
+            }
+            let Wait::Until(deadline) = wait else {
+                drop(inner);
+                return Err(Failed::Timeout);
+            };
+            if !spun {
+                spun = true;
+                drop(inner);
+                if let Some(capacity) = self.capacity {
+                    self.spin_for_room(capacity, deadline);
+                }
+                continue;
+            }
+            let failed = if interrupted() {
+                Some(Failed::Interrupted)
+            } else if expired(deadline) {
+                Some(Failed::Timeout)
+            } else {
+                None
+            };
+            let w = w.get_or_insert_with(wait::current);
+            if let Some(failed) = failed {
+                // Room made for this sender goes to the next one.
+                let room = self.capacity.is_none_or(|c| inner.queue.len() < c);
+                let next = if !inner.senders.remove(w) && room {
+                    inner.senders.pop()
+                } else {
+                    None
+                };
+                drop(inner);
+                if let Some(next) = next {
+                    next.wake();
+                }
+                return Err(failed);
+            }
+            inner.senders.register(w);
+            drop(inner);
+            w.park(deadline);
+        }
+    }
+
+    /// A rendezvous send.
+    fn hand_over(
+        &self,
+        msg: Msg,
+        wait: Wait,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Failed> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            drop(inner);
+            return Err(Failed::Closed);
+        }
+        let Wait::Until(deadline) = wait else {
+            // Only into the hands of a receiver that waits now.
+            let Some(receiver) = inner.receivers.pop() else {
+                drop(inner);
+                return Err(Failed::Timeout);
+            };
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.offers.push_back(Offer {
+                seq,
+                msg,
+                sender: None,
+            });
+            self.publish(&inner);
+            drop(inner);
+            receiver.wake();
+            return Ok(());
+        };
+        let w = wait::current();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.offers.push_back(Offer {
+            seq,
+            msg,
+            sender: Some(Arc::clone(&w)),
+        });
+        self.publish(&inner);
+        let receiver = inner.receivers.pop();
+        drop(inner);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        let mut spun = false;
+        loop {
+            let mut inner = self.inner.lock();
+            let Ok(pos) = inner.offers.binary_search_by_key(&seq, |o| o.seq) else {
+                let withdrawn = inner.closed && seq >= inner.withdrawn_from;
+                drop(inner);
+                return if withdrawn {
+                    Err(Failed::Closed)
+                } else {
+                    Ok(())
+                };
+            };
+            let failed = if interrupted() {
+                Some(Failed::Interrupted)
+            } else if expired(deadline) {
+                Some(Failed::Timeout)
+            } else {
+                None
+            };
+            if let Some(failed) = failed {
+                let withdrawn = inner.offers.remove(pos);
+                self.publish(&inner);
+                drop(inner);
+                drop(withdrawn);
+                return Err(failed);
+            }
+            drop(inner);
+            if !spun {
+                spun = true;
+                if w.spin(deadline) {
+                    continue;
+                }
+            }
+            w.park(deadline);
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let Some(name) = &self.name else {
+            return;
+        };
+        let mut map = NAMED.lock();
+        // A channel made under the same name after this one's last reference went
+        // keeps its entry.
+        if map
+            .get(name)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
+        {
+            map.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::View;
+    use std::time::Duration;
+
+    fn int(m: &Msg) -> i64 {
+        match m.view() {
+            View::Int(i) => i,
+            _ => panic!("not an integer message"),
+        }
+    }
+
+    fn never() -> impl FnMut() -> bool {
+        || false
+    }
+
+    const FOREVER: Wait = Wait::Until(None);
+
+    fn within(ms: u64) -> Wait {
+        Wait::Until(Some(Instant::now() + Duration::from_millis(ms)))
+    }
+
+    #[test]
+    fn messages_come_out_in_order() {
+        let ch = Channel::new(None);
+        for i in 0..10 {
+            ch.send(Msg::integer(i), Wait::Now, &mut never()).unwrap();
+        }
+        assert_eq!(ch.len(), 10);
+        for i in 0..10 {
+            assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), i);
+        }
+        assert_eq!(
+            ch.receive(Wait::Now, &mut never()).err(),
+            Some(Failed::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_full_bounded_channel_times_out_and_keeps_its_messages() {
+        let ch = Channel::new(Some(2));
+        ch.send(Msg::integer(1), Wait::Now, &mut never()).unwrap();
+        ch.send(Msg::integer(2), Wait::Now, &mut never()).unwrap();
+        assert_eq!(
+            ch.send(Msg::integer(3), Wait::Now, &mut never()).err(),
+            Some(Failed::Timeout)
+        );
+        let t0 = Instant::now();
+        assert_eq!(
+            ch.send(Msg::integer(3), within(20), &mut never()).err(),
+            Some(Failed::Timeout)
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        assert_eq!(ch.len(), 2);
+    }
+
+    #[test]
+    fn close_lets_receivers_drain_then_says_closed() {
+        let ch = Channel::new(None);
+        ch.send(Msg::integer(1), Wait::Now, &mut never()).unwrap();
+        ch.close();
+        assert_eq!(
+            ch.send(Msg::integer(2), Wait::Now, &mut never()).err(),
+            Some(Failed::Closed)
+        );
+        assert_eq!(int(&ch.receive(FOREVER, &mut never()).unwrap()), 1);
+        assert_eq!(
+            ch.receive(FOREVER, &mut never()).err(),
+            Some(Failed::Closed)
+        );
+    }
+
+    #[test]
+    fn a_rendezvous_send_returns_once_taken() {
+        let ch = Channel::new(Some(0));
+        // Nobody waits: a non-blocking send fails and leaves nothing behind.
+        assert_eq!(
+            ch.send(Msg::integer(0), Wait::Now, &mut never()).err(),
+            Some(Failed::Timeout)
+        );
+        assert_eq!(ch.len(), 0);
+        let ch2 = Arc::clone(&ch);
+        let receiver = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            int(&ch2.receive(FOREVER, &mut never()).unwrap())
+        });
+        ch.send(Msg::integer(7), FOREVER, &mut never()).unwrap();
+        assert_eq!(receiver.join().unwrap(), 7);
+    }
+
+    #[test]
+    fn close_withdraws_a_waiting_rendezvous_offer() {
+        let ch = Channel::new(Some(0));
+        let ch2 = Arc::clone(&ch);
+        let sender = std::thread::spawn(move || ch2.send(Msg::integer(1), FOREVER, &mut || false));
+        std::thread::sleep(Duration::from_millis(20));
+        ch.close();
+        assert_eq!(sender.join().unwrap().err(), Some(Failed::Closed));
+        assert_eq!(
+            ch.receive(Wait::Now, &mut never()).err(),
+            Some(Failed::Closed)
+        );
+    }
+
+    #[test]
+    fn an_interrupted_wait_leaves_at_once() {
+        let ch = Channel::new(None);
+        let mut asked = 0;
+        let r = ch.receive(FOREVER, &mut || {
+            asked += 1;
+            true
+        });
+        assert_eq!(r.err(), Some(Failed::Interrupted));
+        assert_eq!(asked, 1);
+    }
+
+    #[test]
+    fn eight_producers_and_eight_consumers_get_every_message_once() {
+        let ch = Channel::new(Some(4));
+        let per = 2000;
+        let producers: Vec<_> = (0..8)
+            .map(|p| {
+                let ch = Arc::clone(&ch);
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        ch.send(Msg::integer(p * per + i), FOREVER, &mut || false)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..8)
+            .map(|_| {
+                let ch = Arc::clone(&ch);
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Ok(m) = ch.receive(FOREVER, &mut || false) {
+                        got.push(int(&m));
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        ch.close();
+        let mut all: Vec<i64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..8 * per).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_named_channel_is_shared_and_goes_with_its_last_holder() {
+        let a = Channel::named(b"unit-test", Some(3)).unwrap();
+        let b = Channel::named(b"unit-test", Some(3)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(Channel::named(b"unit-test", None).err(), Some(Some(3)));
+        drop((a, b));
+        let c = Channel::named(b"unit-test", None).unwrap();
+        assert_eq!(c.capacity(), None);
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn throughput_one_producer_one_consumer() {
+        for _ in 0..5 {
+            let ch = Channel::new(None);
+            let n = 1_000_000;
+            let c2 = Arc::clone(&ch);
+            let t0 = Instant::now();
+            let consumer = std::thread::spawn(move || {
+                for _ in 0..n {
+                    c2.receive(Wait::Until(None), &mut || false).unwrap();
+                }
+            });
+            for i in 0..n {
+                ch.send(Msg::integer(i), Wait::Until(None), &mut || false)
+                    .unwrap();
+            }
+            consumer.join().unwrap();
+            eprintln!("{:?} per message", t0.elapsed() / n as u32);
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn throughput_of_strings() {
+        let payload = vec![b'x'; 1024];
+        for _ in 0..5 {
+            let ch = Channel::new(None);
+            let n = 100_000;
+            let c2 = Arc::clone(&ch);
+            let t0 = Instant::now();
+            let consumer = std::thread::spawn(move || {
+                for _ in 0..n {
+                    let m = c2.receive(Wait::Until(None), &mut || false).unwrap();
+                    c2.recycle(m);
+                }
+            });
+            for _ in 0..n {
+                let buf = ch.spare(payload.len());
+                ch.send(Msg::string(&payload, buf), Wait::Until(None), &mut || false)
+                    .unwrap();
+            }
+            consumer.join().unwrap();
+            eprintln!("{:?} per string message", t0.elapsed() / n as u32);
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The one place a thread of ours blocks: channel sends and receives, `select`,
+//! `sleep` and `join` all wait through a [`Waiter`].
+//!
+//! A waiter belongs to one OS thread at a time. Something that can be waited on (a
+//! channel's receive or send side, a thread record's end) keeps a [`WaitList`] of the
+//! waiters registered with it, under its own lock. A blocking operation registers the
+//! thread's waiter with each source it waits on, checks its condition again under that
+//! source's lock, then parks; a source whose condition comes true takes one waiter off
+//! its list (or all of them) and wakes it. Registration and the check happen under the
+//! same lock as the change that makes the condition true, so no wake-up is lost; the
+//! "notified" flag is sticky, so a wake that comes before the park is not lost either.
+//!
+//! A child's waiter is owned by its thread record, so that `interrupt()` can wake a
+//! child blocked anywhere; the child makes it this thread's current waiter while its
+//! chunk runs ([`set_current`]). Other threads (the host's) get a fresh waiter for each
+//! blocking operation.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+const IDLE: u8 = 0;
+const NOTIFIED: u8 = 1;
+const PARKED: u8 = 2;
+
+/// How long [`Waiter::spin`] watches for a wake-up before a blocking operation parks
+/// its thread. A wake-up that comes this soon costs no system call on either side; a
+/// thread that parks and is woken again costs two, and the latency of a scheduler
+/// round trip.
+pub const SPIN: Duration = Duration::from_micros(5);
+
+/// Threads spinning now, in the whole process.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// A turn to spin: at most one thread per CPU spins at a time; the others park at
+/// once. With many more waiting threads than CPUs (8 producers and 8 consumers on 2
+/// CPUs), unlimited spinners took most of the CPU from the threads they waited for.
+struct SpinTurn;
+
+impl SpinTurn {
+    fn take() -> Option<SpinTurn> {
+        static MAX: OnceLock<usize> = OnceLock::new();
+        let max = *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if SPINNING.fetch_add(1, Ordering::Relaxed) < max {
+            Some(SpinTurn)
+        } else {
+            SPINNING.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Drop for SpinTurn {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Watches `ready` for at most [`SPIN`] (never past `deadline`) without giving up the
+/// CPU or taking a lock, when it is this thread's turn to spin. Returns whether it
+/// came true.
+pub fn spin_until(deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+    let Some(_turn) = SpinTurn::take() else {
+        return ready();
+    };
+    let mut end = Instant::now() + SPIN;
+    if let Some(d) = deadline {
+        end = end.min(d);
+    }
+    let backoff = crossbeam_utils::Backoff::new();
+    loop {
+        if ready() {
+            return true;
+        }
+        for _ in 0..8 {
+            backoff.spin();
+        }
+        if Instant::now() >= end {
+            return ready();
+        }
+    }
+}
+
+/// One thread's means to sleep until woken.
+pub struct Waiter {
+    state: AtomicU8,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Default for Waiter {
+    fn default() -> Self {
+        Waiter::new()
+    }
+}
+
+impl Waiter {
+    pub const fn new() -> Waiter {
+        Waiter {
+            state: AtomicU8::new(IDLE),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Wakes the thread parked on this waiter, or makes its next park return at once.
+    pub fn wake(&self) {
+        if self.state.swap(NOTIFIED, Ordering::SeqCst) == PARKED {
+            // The parker holds the lock from its switch to PARKED until it sleeps on
+            // the condition variable, so taking the lock here means it sleeps now.
+            drop(self.lock.lock());
+            self.cv.notify_one();
+        }
+    }
+
+    /// Forgets a wake-up that nobody waited for. Only the owning thread calls it, at
+    /// the start of a blocking operation, before it registers anywhere.
+    pub fn reset(&self) {
+        self.state.store(IDLE, Ordering::SeqCst);
+    }
+
+    /// Takes a pending wake-up, if any.
+    fn take(&self) -> bool {
+        self.state
+            .compare_exchange(NOTIFIED, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Watches for a wake-up for at most [`SPIN`] (never past `deadline`), without
+    /// giving up the CPU, when it is this thread's turn to spin (see [`spin_until`]).
+    /// Returns whether one came (and takes it).
+    pub fn spin(&self, deadline: Option<Instant>) -> bool {
+        spin_until(deadline, || self.state.load(Ordering::SeqCst) == NOTIFIED) && self.take()
+    }
+
+    /// Sleeps until woken or until `deadline` (`None`: no limit). Returns whether it
+    /// was woken (the wake-up is taken). Spurious returns are possible only as
+    /// `true`: callers re-check what they wait for.
+    pub fn park(&self, deadline: Option<Instant>) -> bool {
+        if self.take() {
+            return true;
+        }
+        let mut guard = self.lock.lock();
+        if self
+            .state
+            .compare_exchange(IDLE, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Only the owner moves the state away from NOTIFIED: a wake-up came.
+            self.state.store(IDLE, Ordering::SeqCst);
+            return true;
+        }
+        loop {
+            let timed_out = match deadline {
+                Some(d) => self.cv.wait_until(&mut guard, d).timed_out(),
+                None => {
+                    self.cv.wait(&mut guard);
+                    false
+                }
+            };
+            if self.take() {
+                return true;
+            }
+            if timed_out {
+                // PARKED back to IDLE, unless a wake-up came in between.
+                return self.state.swap(IDLE, Ordering::SeqCst) == NOTIFIED;
+            }
+        }
+    }
+}
+
+// The waiter of the chunk running on this thread: the address of an `Arc` held by its
+// record, or null outside a chunk of ours. Ordinary context only (never read from a
+// signal handler). A raw pointer needs no thread-local destructor.
+thread_local! {
+    static CURRENT: Cell<*const Arc<Waiter>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Makes `waiter` this thread's waiter until [`clear_current`].
+///
+/// # Safety
+/// `waiter` stays alive and in place until this thread calls [`clear_current`].
+pub unsafe fn set_current(waiter: &Arc<Waiter>) {
+    CURRENT.with(|c| c.set(waiter));
+}
+
+pub fn clear_current() {
+    CURRENT.with(|c| c.set(std::ptr::null()));
+}
+
+/// The waiter a blocking operation on this thread uses: the chunk's own, or a fresh
+/// one on a thread that runs no chunk of ours. Its pending wake-up is cleared.
+pub fn current() -> Arc<Waiter> {
+    let ptr = CURRENT.with(Cell::get);
+    // SAFETY: non-null only between `set_current` and `clear_current`, during which
+    // the caller of `set_current` keeps the `Arc` alive and in place.
+    let waiter = match unsafe { ptr.as_ref() } {
+        Some(w) => Arc::clone(w),
+        None => Arc::new(Waiter::new()),
+    };
+    waiter.reset();
+    waiter
+}
+
+/// A deadline `timeout` from now; `None` (no limit) when that is past what `Instant`
+/// can hold.
+pub fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Whether `deadline` has passed.
+pub fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Waiters registered with one source, in the order they came.
+#[derive(Default)]
+pub struct WaitList {
+    waiters: VecDeque<Arc<Waiter>>,
+}
+
+impl WaitList {
+    pub const fn new() -> WaitList {
+        WaitList {
+            waiters: VecDeque::new(),
+        }
+    }
+
+    /// Adds `w` unless it is there already.
+    pub fn register(&mut self, w: &Arc<Waiter>) {
+        if !self.contains(w) {
+            self.waiters.push_back(Arc::clone(w));
+        }
+    }
+
+    pub fn contains(&self, w: &Arc<Waiter>) -> bool {
+        self.waiters.iter().any(|x| Arc::ptr_eq(x, w))
+    }
+
+    /// Removes `w`; false when it was not there (a source took it off to wake it).
+    pub fn remove(&mut self, w: &Arc<Waiter>) -> bool {
+        match self.waiters.iter().position(|x| Arc::ptr_eq(x, w)) {
+            Some(pos) => {
+                self.waiters.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the longest-waiting waiter off the list, for the caller to wake once it
+    /// has released its lock.
+    pub fn pop(&mut self) -> Option<Arc<Waiter>> {
+        self.waiters.pop_front()
+    }
+
+    /// Takes every waiter off the list, for the caller to wake.
+    pub fn take_all(&mut self) -> VecDeque<Arc<Waiter>> {
+        std::mem::take(&mut self.waiters)
+    }
+}
+
+/// Wakes each waiter of `list` (taken off a source's list under its lock).
+pub fn wake_all(list: VecDeque<Arc<Waiter>>) {
+    for w in list {
+        w.wake();
+    }
+}
+
+/// Sleeps until `deadline` (`None`: until interrupted). `interrupted` is asked before
+/// sleeping and after every wake-up; returns `true` when it said so, `false` when the
+/// time ran out.
+pub fn sleep(deadline: Option<Instant>, interrupted: &mut dyn FnMut() -> bool) -> bool {
+    let waiter = current();
+    loop {
+        if interrupted() {
+            return true;
+        }
+        if expired(deadline) {
+            return false;
+        }
+        waiter.park(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_before_the_park_is_not_lost() {
+        let w = Waiter::new();
+        w.wake();
+        assert!(w.park(Some(Instant::now() + Duration::from_secs(5))));
+    }
+
+    #[test]
+    fn park_times_out_without_a_wake() {
+        let w = Waiter::new();
+        let t0 = Instant::now();
+        assert!(!w.park(Some(t0 + Duration::from_millis(20))));
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_ends_the_park() {
+        let w = Arc::new(Waiter::new());
+        let w2 = Arc::clone(&w);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.wake();
+        });
+        assert!(w.park(Some(Instant::now() + Duration::from_secs(10))));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn the_wait_list_pops_in_order_and_removes_once() {
+        let (a, b) = (Arc::new(Waiter::new()), Arc::new(Waiter::new()));
+        let mut list = WaitList::new();
+        list.register(&a);
+        list.register(&b);
+        list.register(&a);
+        assert!(Arc::ptr_eq(&list.pop().unwrap(), &a));
+        assert!(!list.remove(&a));
+        assert!(list.remove(&b));
+        assert!(list.pop().is_none());
+    }
+}
