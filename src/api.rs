@@ -88,7 +88,7 @@ pub(crate) unsafe fn raise(l: RawState, what: Raise) -> ! {
 /// # Safety
 /// As for [`raise`]; `work` makes no Lua call that can raise (calls through
 /// `raw::protected` are fine: their errors stop inside it).
-unsafe fn guarded<T>(l: RawState, work: impl FnOnce() -> T) -> T {
+pub(crate) unsafe fn guarded<T>(l: RawState, work: impl FnOnce() -> T) -> T {
     match barrier::catch(work) {
         Ok(value) => value,
         // SAFETY: forwarded contract; nothing of `work` is left.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mlua::ffi;
 
-use crate::api::{self, fail, raise, set_function, Raise};
+use crate::api::{self, fail, guarded, raise, set_function, Raise};
 use crate::channel::{Channel, Failed, Wait};
 use crate::copy::{deliver, encode, SOURCE_SLOTS};
 use crate::handle;
@@ -205,7 +205,7 @@ unsafe extern "C-unwind" fn l_channel(l: RawState) -> c_int {
             }
             _ => type_error(l, 1, c"capacity or options table"),
         }
-        match make_channel(l, capacity, name) {
+        match guarded(l, || make_channel(l, capacity, name)) {
             Ok(()) => 1,
             Err(Some(existing)) => {
                 // The name is a Lua string on the stack (NUL-terminated).
@@ -321,7 +321,7 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
         }
         let wait = check_wait(l, 3);
         ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"no room to copy a message".as_ptr());
-        let outcome = send(l, &*channel, wait);
+        let outcome = guarded(l, || send(l, &*channel, wait));
         finish(l, outcome)
     }
 }
@@ -354,7 +354,7 @@ unsafe extern "C-unwind" fn l_receive(l: RawState) -> c_int {
         let channel = check_channel(l, 1);
         let wait = check_wait(l, 2);
         ffi::luaL_checkstack(l, 8, c"no room to receive".as_ptr());
-        let outcome = receive(l, channel, wait);
+        let outcome = guarded(l, || receive(l, channel, wait));
         finish(l, outcome)
     }
 }
@@ -394,7 +394,7 @@ unsafe extern "C-unwind" fn l_close(l: RawState) -> c_int {
     // SAFETY: called by Lua; closing runs no Lua code.
     unsafe {
         let channel = check_channel(l, 1);
-        (*channel).close();
+        guarded(l, || (*channel).close());
         ffi::lua_pushboolean(l, 1);
     }
     1
@@ -405,7 +405,8 @@ unsafe extern "C-unwind" fn l_len(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let channel = check_channel(l, 1);
-        ffi::lua_pushinteger(l, (*channel).len() as ffi::lua_Integer);
+        let len = guarded(l, || (*channel).len());
+        ffi::lua_pushinteger(l, len as ffi::lua_Integer);
     }
     1
 }
@@ -415,7 +416,7 @@ unsafe extern "C-unwind" fn l_capacity(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let channel = check_channel(l, 1);
-        match (*channel).capacity() {
+        match guarded(l, || (*channel).capacity()) {
             Some(n) => ffi::lua_pushinteger(l, n as ffi::lua_Integer),
             None => ffi::lua_pushnil(l),
         }
@@ -428,7 +429,8 @@ unsafe extern "C-unwind" fn l_closed(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let channel = check_channel(l, 1);
-        ffi::lua_pushboolean(l, (*channel).is_closed() as c_int);
+        let closed = guarded(l, || (*channel).is_closed());
+        ffi::lua_pushboolean(l, closed as c_int);
     }
     1
 }
@@ -502,7 +504,7 @@ unsafe extern "C-unwind" fn l_select(l: RawState) -> c_int {
             check_item(l, i);
             ffi::lua_settop(l, 2);
         }
-        let outcome = select(l, n, wait);
+        let outcome = guarded(l, || select(l, n, wait));
         finish(l, outcome)
     }
 }
@@ -587,7 +589,9 @@ unsafe extern "C-unwind" fn l_sleep(l: RawState) -> c_int {
             deadline_in_ms(ms)
         };
         let mut module = None;
-        if wait::sleep(deadline, &mut interrupt_check(&mut module)) {
+        if guarded(l, || {
+            wait::sleep(deadline, &mut interrupt_check(&mut module))
+        }) {
             raise(l, interrupted(module));
         }
     }
