@@ -136,10 +136,21 @@ unsafe fn push_trampoline(l: RawState) -> bool {
         // SAFETY: a raw get with a light userdata key neither allocates nor calls
         // metamethods; `lua_cpcall` catches any error of `install` and leaves only the
         // (preallocated) error message on the stack. The caller guarantees two slots.
+        // Lua code can reach the registry (`debug.getregistry`) and put anything under
+        // our key: only the trampoline itself is taken from there, else it is made anew.
+        fn cached(l: RawState) -> bool {
+            // SAFETY: reads the value on top; `lua_tocfunction` allocates nothing.
+            let f = unsafe { ffi::lua_tocfunction(l, -1) };
+            let ours: ffi::lua_CFunction = trampoline;
+            f.is_some_and(|f| std::ptr::fn_addr_eq(f, ours))
+        }
+        // SAFETY: a raw get with a light userdata key neither allocates nor calls
+        // metamethods; `lua_cpcall` catches any error of `install` and leaves only the
+        // (preallocated) error message on the stack. The caller guarantees two slots.
         unsafe {
             ffi::lua_pushlightuserdata(l, key());
             ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-            if ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
+            if cached(l) {
                 return true;
             }
             ffi::lua_settop(l, -2);
