@@ -259,6 +259,7 @@ impl Sink for StateSink {
                 ffi::lua_replace(to, self.cache);
                 self.has_cache = true;
             }
+            expect_table(to, self.cache);
             ffi::lua_pushlightuserdata(to, key as *mut c_void);
             ffi::lua_rawget(to, self.cache);
             if ffi::lua_type(to, -1) != ffi::LUA_TNIL {
@@ -268,13 +269,18 @@ impl Sink for StateSink {
             ffi::lua_createtable(to, narr, 0);
             ffi::lua_pushlightuserdata(to, key as *mut c_void);
             ffi::lua_pushvalue(to, -2);
+            // Again: creating the table may have run a finalizer.
+            expect_table(to, self.cache);
             ffi::lua_rawset(to, self.cache);
         }
         false
     }
     unsafe fn table_entry(&mut self) {
         // SAFETY: the table, a key and a value are on top; raising is allowed.
-        unsafe { ffi::lua_rawset(self.to, -3) }
+        unsafe {
+            expect_table(self.to, -3);
+            ffi::lua_rawset(self.to, -3)
+        }
     }
     unsafe fn table_end(&mut self) {}
 }
@@ -421,6 +427,26 @@ unsafe fn room_on_target(to: RawState, n: c_int, msg: &CStr) {
     unsafe {
         if ffi::lua_checkstack(to, n) == 0 {
             ffi::lua_pushstring(to, msg.as_ptr());
+            ffi::lua_error(to);
+        }
+    }
+}
+
+/// Raises on `to` unless the value at `idx` is a table. The copy keeps its cache and
+/// the tables it fills in stack slots, and Lua code that runs meanwhile (a finalizer
+/// run by an allocation, a hook) can replace them with `debug.setlocal`: a raw table
+/// call on what is no longer a table would crash the process.
+///
+/// # Safety
+/// Inside a protected call on `to`; `idx` is a valid index.
+unsafe fn expect_table(to: RawState, idx: c_int) {
+    // SAFETY: see the function's contract; the message is static.
+    unsafe {
+        if ffi::lua_type(to, idx) != ffi::LUA_TTABLE {
+            ffi::lua_pushstring(
+                to,
+                c"llthreads: a copy in progress was changed by Lua code".as_ptr(),
+            );
             ffi::lua_error(to);
         }
     }

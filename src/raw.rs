@@ -24,6 +24,8 @@ type Body<'a> = &'a mut dyn FnMut(RawState) -> c_int;
 /// taken yet.
 #[derive(Clone, Copy)]
 struct Armed {
+    /// The state (coroutine) `protected` runs the body on.
+    state: RawState,
     /// The body, also passed as argument 1: both must agree.
     body: *mut c_void,
     /// The function running when `protected` was called (null when none), which must
@@ -41,8 +43,8 @@ thread_local! {
 /// Lua code can reach it: it is on the call stack of every chunk
 /// (`debug.getinfo(level, "f")`) and, on 5.1 and LuaJIT, in the registry. So it trusts
 /// nothing it is given. It runs a body only when [`protected`] armed one on this
-/// thread, argument 1 is that body, and its caller is the function that called
-/// `protected`; then it disarms, so each body runs at most once. A call from Lua,
+/// thread, it runs on the state (coroutine) `protected` was given, argument 1 is that
+/// body, and its caller is the function that called `protected`; then it disarms, so each body runs at most once. A call from Lua,
 /// even from a hook that copied argument 1 out of a legitimate call
 /// (`debug.getlocal`), has another caller (or finds nothing armed) and gets an error.
 ///
@@ -53,7 +55,8 @@ unsafe extern "C-unwind" fn trampoline(l: RawState) -> c_int {
     // SAFETY: reading the argument and the caller neither allocates nor raises; Lua
     // gives a C function LUA_MINSTACK free slots for `running_function`'s push.
     let legitimate = armed.is_some_and(|armed| unsafe {
-        ffi::lua_type(l, 1) == ffi::LUA_TLIGHTUSERDATA
+        l == armed.state
+            && ffi::lua_type(l, 1) == ffi::LUA_TLIGHTUSERDATA
             && ffi::lua_touserdata(l, 1) == armed.body
             && running_function(l, 1) == armed.caller
     });
@@ -184,6 +187,7 @@ pub unsafe fn protected(
 ) -> c_int {
     let mut body: Body = body;
     let armed = Armed {
+        state: l,
         body: &mut body as *mut Body as *mut c_void,
         // SAFETY: `l` is valid with free slots (reason 1).
         caller: unsafe { running_function(l, 0) },
