@@ -332,32 +332,60 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
     // made, the copier's `SOURCE_SLOTS`, an error message), so `new` takes as many
     // arguments as the caller could pass.
     unsafe {
-        let mut len = 0usize;
-        let code = ffi::luaL_checklstring(l, 1, &mut len);
+        ffi::luaL_checklstring(l, 1, std::ptr::null_mut());
         let nargs = ffi::lua_gettop(l);
         let limit = memory_limit(l);
         // The object exists before the child state, so a failure after this point
         // leaves an empty object for the collector, never a leaked state.
+        let at = nargs + 1;
         let ud = ffi::lua_newuserdata(l, std::mem::size_of::<Slot>()) as *mut Slot;
+        // Each allocation in this state may run a finalizer, and Lua code there can
+        // replace this frame's values (`debug.setlocal` on a C frame): the object
+        // could then be collected under `ud`. So `ud` is used only while it is still
+        // the value at `at`, and the code string is read after the last allocation.
+        if !still_at(l, at, ud.cast()) {
+            raise(l, Raise::Static(TAMPERED));
+        }
         ud.write(Slot {
             tag: &METATABLE_KEY,
             thread: std::ptr::null_mut(),
         });
         let slot = &raw mut (*ud).thread;
         ensure_metatable(l);
-        ffi::lua_setmetatable(l, -2);
+        if !still_at(l, at, ud.cast()) {
+            raise(l, Raise::Static(TAMPERED));
+        }
+        ffi::lua_setmetatable(l, at);
+        let mut len = 0usize;
+        let code = ffi::luaL_checklstring(l, 1, &mut len);
         let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
         let built = guarded(l, || {
             build(l, module, code, nargs, limit).map(|thread| Box::into_raw(Box::new(thread)))
         });
         match built {
-            Ok(thread) => {
+            Ok(thread) if still_at(l, at, ud.cast()) && (*slot).is_null() => {
                 slot.write(thread);
                 1
+            }
+            Ok(thread) => {
+                guarded(l, || drop(Box::from_raw(thread)));
+                raise(l, Raise::Static(TAMPERED))
             }
             Err(what) => raise(l, what),
         }
     }
+}
+
+/// The error when Lua code changed `new`'s own values while it ran.
+const TAMPERED: &CStr = c"llthreads: new's values were changed by Lua code while it ran";
+
+/// Whether the value at `idx` is still the userdata whose block is `block`.
+///
+/// # Safety
+/// `l` is valid; never raises.
+unsafe fn still_at(l: RawState, idx: c_int, block: *mut c_void) -> bool {
+    // SAFETY: type and address reads only.
+    unsafe { ffi::lua_type(l, idx) == ffi::LUA_TUSERDATA && ffi::lua_touserdata(l, idx) == block }
 }
 
 /// Makes the child state: libraries, message handler, compiled chunk, copied arguments.
