@@ -23,6 +23,7 @@ use mlua::ffi;
 use crate::channel::{Channel, Msg};
 use crate::handle;
 use crate::message::{Encoder, Item, Reader, View};
+use crate::pin;
 use crate::raw::{protected, push_bytes, RawState};
 
 /// Deepest value nesting copied; counted per value, as the C original counts it:
@@ -485,6 +486,8 @@ impl<S: Sink> Copier<'_, S> {
                 ffi::LUA_TTABLE => self.table(idx, depth)?,
                 ffi::LUA_TFUNCTION if plain_c_function(from, idx) => {
                     if let Some(f) = ffi::lua_tocfunction(from, idx) {
+                        // The copy must outlive the state that loaded its module.
+                        pin::library_of(f as *const c_void);
                         self.sink.cfunction(f);
                     }
                 }

@@ -46,6 +46,7 @@ mod handle;
 mod interrupt;
 mod message;
 mod names;
+mod pin;
 mod pool;
 mod raw;
 mod record;
