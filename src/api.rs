@@ -15,7 +15,7 @@ use mlua::ffi;
 
 use crate::barrier::{self, Panicked};
 use crate::child::Frame;
-use crate::copy::{transfer, CopyError, Failure, Unsupported, MAX_DEPTH};
+use crate::copy::{prepare_source, transfer, CopyError, Failure, Unsupported, MAX_DEPTH};
 use crate::coroutine;
 use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
@@ -334,6 +334,7 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
     unsafe {
         ffi::luaL_checklstring(l, 1, std::ptr::null_mut());
         let nargs = ffi::lua_gettop(l);
+        let levels = prepare_source(l, 2, nargs);
         let limit = memory_limit(l);
         // The object exists before the child state, so a failure after this point
         // leaves an empty object for the collector, never a leaked state.
@@ -360,7 +361,8 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
         let code = ffi::luaL_checklstring(l, 1, &mut len);
         let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
         let built = guarded(l, || {
-            build(l, module, code, nargs, limit).map(|thread| Box::into_raw(Box::new(thread)))
+            build(l, module, code, nargs, limit, levels)
+                .map(|thread| Box::into_raw(Box::new(thread)))
         });
         match built {
             Ok(thread) if still_at(l, at, ud.cast()) && (*slot).is_null() => {
@@ -392,13 +394,15 @@ unsafe fn still_at(l: RawState, idx: c_int, block: *mut c_void) -> bool {
 ///
 /// # Safety
 /// `l` is the calling state with `code` (argument 1, NUL-terminated as every Lua
-/// string is) and the arguments at `2..=nargs`, and `copy::SOURCE_SLOTS` free slots.
+/// string is) and the arguments at `2..=nargs`, and the room `copy::prepare_source`
+/// made (`levels` table levels).
 unsafe fn build(
     l: RawState,
     module: Module,
     code: &[u8],
     nargs: c_int,
     limit: Option<usize>,
+    levels: c_int,
 ) -> Result<Thread, Raise> {
     let state = ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?;
     let c = state.raw();
@@ -427,7 +431,7 @@ unsafe fn build(
     }
     // SAFETY: `c` holds `[handler, chunk]`; the parent `l` is only read, with the
     // free slots Lua gives `new` (see there).
-    match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse) } {
+    match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse, levels) } {
         Ok(_) => Ok(Thread::new(module, state)),
         Err(Failure::Copy(e)) => Err(e.into()),
         Err(Failure::Raised) => {
@@ -660,7 +664,19 @@ unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<
         } else {
             ffi::lua_pushboolean(l, 1);
             let last = ffi::lua_gettop(c);
-            transfer(c, l, Frame::FIRST_RESULT, last, Unsupported::Describe).map(|n| n + 1)
+            // Room on the child's stack for walking tables, made before the copy: on
+            // 5.1 and LuaJIT that may run the child's finalizers, which must not run
+            // in the middle of the copy.
+            let levels = prepare_source(c, Frame::FIRST_RESULT, last);
+            transfer(
+                c,
+                l,
+                Frame::FIRST_RESULT,
+                last,
+                Unsupported::Describe,
+                levels,
+            )
+            .map(|n| n + 1)
         }
     };
     drop(state);

@@ -14,7 +14,7 @@ use mlua::ffi;
 
 use crate::api::{self, fail, guarded, raise, set_function, Raise};
 use crate::channel::{Channel, Failed, Wait};
-use crate::copy::{deliver, encode, SOURCE_SLOTS};
+use crate::copy::{deliver, encode, prepare_source};
 use crate::handle;
 use crate::interrupt;
 use crate::names::Module;
@@ -320,18 +320,19 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
             arg_error(l, 2, c"nil cannot be sent");
         }
         let wait = check_wait(l, 3);
-        ffi::luaL_checkstack(l, SOURCE_SLOTS + 8, c"no room to copy a message".as_ptr());
-        let outcome = guarded(l, || send(l, &*channel, wait));
+        let levels = prepare_source(l, 2, 2);
+        let outcome = guarded(l, || send(l, &*channel, wait, levels));
         finish(l, outcome)
     }
 }
 
 /// # Safety
-/// `l` has the value at 2 and [`SOURCE_SLOTS`] free slots; `channel` stays valid
+/// `l` has the value at 2 and the room `prepare_source` made (`levels` table levels);
+/// `channel` stays valid
 /// (no Lua code runs here).
-unsafe fn send(l: RawState, channel: &Channel, wait: Wait) -> Outcome {
+unsafe fn send(l: RawState, channel: &Channel, wait: Wait, levels: c_int) -> Outcome {
     // SAFETY: see the function's contract; encoding only reads `l`.
-    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len)) } {
+    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len), levels) } {
         Ok(msg) => msg,
         Err(e) => return Outcome::Raise(e.into()),
     };

@@ -121,6 +121,73 @@ pub unsafe fn reserve(l: RawState, n: c_int) -> Result<(), Shortage> {
     }
 }
 
+/// Makes room on `l`'s stack for a copy of `first..=last` out of it, before it
+/// starts: when a table is among them, [`SOURCE_SLOTS`] plus a few for the caller,
+/// and on 5.1 and LuaJIT as many table levels (up to [`MAX_DEPTH`]) as the stack can
+/// take. Returns the table levels to pass to the copy.
+///
+/// # Safety
+/// `l` is valid and used by this thread only, in a frame owning nothing: on 5.1 and
+/// LuaJIT this runs a protected call on `l`, so its hooks and finalizers may run.
+pub unsafe fn prepare_source(l: RawState, first: c_int, last: c_int) -> c_int {
+    const CALLER: c_int = 4;
+    // Flat values need no level: then nothing runs (no protected call, no garbage),
+    // which keeps sending numbers and strings cheap.
+    // SAFETY: type reads only.
+    if !(first..=last).any(|i| unsafe { ffi::lua_type(l, i) } == ffi::LUA_TTABLE) {
+        return 0;
+    }
+    #[cfg(any(feature = "lua51", feature = "luajit"))]
+    {
+        let mut levels = MAX_DEPTH;
+        loop {
+            // SAFETY: see the function's contract; `reserve` never raises.
+            if unsafe { reserve(l, SOURCE_SLOTS + CALLER + LEVEL_SLOTS * levels) }.is_ok() {
+                return levels;
+            }
+            if levels == 0 {
+                return 0;
+            }
+            levels /= 2;
+        }
+    }
+    #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+    {
+        // SAFETY: see the function's contract; `reserve` never raises. A shortage
+        // shows again, as an error, when the copy asks for room itself.
+        let _ = unsafe { reserve(l, SOURCE_SLOTS + CALLER) };
+        MAX_DEPTH
+    }
+}
+
+/// How many array slots to give the copy of the table at `from[idx]`. Its border
+/// (`lua_rawlen`) can be far larger than its entries in a sparse table (`{[1] = 1,
+/// [2^24] = 2}` may have border 2^24), so a large border is checked against a count
+/// of the entries: the copy never allocates more than the source holds.
+///
+/// # Safety
+/// `from` is valid with two free slots (a level's room); `from[idx]` is a table.
+unsafe fn array_hint(from: RawState, idx: c_int) -> c_int {
+    const TRUSTED: usize = 1024;
+    // SAFETY: `lua_next` over a table nobody modifies meanwhile cannot raise; the
+    // key and value it pushes fit in the level's room, and are popped.
+    unsafe {
+        let border = ffi::lua_rawlen(from, idx);
+        if border <= TRUSTED {
+            return border as c_int;
+        }
+        let base = ffi::lua_gettop(from);
+        let mut entries = 0usize;
+        ffi::lua_pushnil(from);
+        while entries < border && ffi::lua_next(from, idx) != 0 {
+            entries += 1;
+            ffi::lua_settop(from, -2);
+        }
+        ffi::lua_settop(from, base);
+        c_int::try_from(entries.min(border)).unwrap_or(0)
+    }
+}
+
 /// Why a copy stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyError {
@@ -333,6 +400,9 @@ impl Sink for Encoder<Channel> {
 /// One traversal of source values, written to a sink.
 struct Copier<'s, S: Sink> {
     from: RawState,
+    /// Table levels the source has room for (see [`prepare_source`]); used on 5.1 and
+    /// LuaJIT only, where making room mid-copy could run Lua code.
+    levels: c_int,
     sink: &'s mut S,
     unsupported: Unsupported,
     /// Source index of the top-level value being copied, for error reports.
@@ -352,6 +422,7 @@ pub unsafe fn copy_values(
     first: c_int,
     last: c_int,
     unsupported: Unsupported,
+    levels: c_int,
 ) -> Result<c_int, CopyError> {
     let count = count(first, last);
     // SAFETY: raising on `to` is allowed (reason 1).
@@ -361,6 +432,7 @@ pub unsafe fn copy_values(
         sink: &mut sink,
         unsupported,
         top_level: 0,
+        levels,
     };
     for idx in first..=last {
         copier.top_level = idx;
@@ -395,11 +467,12 @@ pub unsafe fn transfer(
     first: c_int,
     last: c_int,
     unsupported: Unsupported,
+    levels: c_int,
 ) -> Result<c_int, Failure> {
     let mut refused = None;
     let mut body = |to: RawState| -> c_int {
         // SAFETY: protected on `to` (contract reason 1); `from` is only read (reason 2).
-        match unsafe { copy_values(from, to, first, last, unsupported) } {
+        match unsafe { copy_values(from, to, first, last, unsupported, levels) } {
             Ok(n) => n,
             Err(e) => {
                 refused = Some(e);
@@ -533,13 +606,12 @@ impl<S: Sink> Copier<'_, S> {
         // `reserve` (which never raises) made sure.
         unsafe {
             let key = ffi::lua_topointer(from, idx);
-            let narr = c_int::try_from(ffi::lua_rawlen(from, idx)).unwrap_or(0);
+            self.enter_level()?;
+            let narr = array_hint(from, idx);
             if self.sink.table_begin(key, narr) {
+                self.levels += 1;
                 return Ok(());
             }
-            // A raise inside `reserve` (a hook on `from`, say) stops in its own
-            // protected call and reads as no room; nothing is pushed on `from` then.
-            reserve(from, LEVEL_SLOTS + SOURCE_SLOTS).map_err(CopyError::NoRoom)?;
             let base = ffi::lua_gettop(from);
             ffi::lua_pushnil(from);
             while ffi::lua_next(from, idx) != 0 {
@@ -554,8 +626,35 @@ impl<S: Sink> Copier<'_, S> {
                 ffi::lua_settop(from, base + 1);
             }
             self.sink.table_end();
+            self.levels += 1;
         }
         Ok(())
+    }
+
+    /// Makes room on the source for one more table level: its key and value, with
+    /// `SOURCE_SLOTS` above them.
+    ///
+    /// # Safety
+    /// As for [`Copier::value`].
+    unsafe fn enter_level(&mut self) -> Result<(), CopyError> {
+        self.levels -= 1;
+        #[cfg(any(feature = "lua51", feature = "luajit"))]
+        {
+            // The room was made before the copy began (`prepare_source`): growing the
+            // stack here would run a protected call on the source, and with it the
+            // source's hooks and finalizers, Lua code that could change the very
+            // values being walked (`debug.setlocal`).
+            if self.levels < 0 {
+                return Err(CopyError::NoRoom(Shortage::StackFull));
+            }
+            Ok(())
+        }
+        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+        {
+            // `lua_checkstack` runs no Lua code on 5.2+ and never raises.
+            // SAFETY: `from` is valid (the copy's contract).
+            unsafe { reserve(self.from, LEVEL_SLOTS + SOURCE_SLOTS) }.map_err(CopyError::NoRoom)
+        }
     }
 
     /// Handles a value that cannot cross states.
@@ -595,6 +694,7 @@ pub unsafe fn encode(
     from: RawState,
     idx: c_int,
     buffer: &mut dyn FnMut(usize) -> Vec<u8>,
+    levels: c_int,
 ) -> Result<Msg, CopyError> {
     // SAFETY: reads only (see `Copier::value`), within the reserved slots.
     unsafe {
@@ -621,6 +721,7 @@ pub unsafe fn encode(
             sink: &mut encoder,
             unsupported: Unsupported::Refuse,
             top_level: idx,
+            levels,
         };
         copier.value(idx, 1)?;
         Ok(encoder.finish())
