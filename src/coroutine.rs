@@ -53,7 +53,7 @@ mod puc {
     use mlua::ffi;
 
     use crate::interrupt;
-    use crate::raw::{raise_top, registry_set, RawState};
+    use crate::raw::{raise_top, registry_get, registry_set, string_at, RawState};
 
     /// The stock functions, the same for every state of the process (they live in the
     /// one Lua library the host links), read from the first child state.
@@ -82,6 +82,52 @@ mod puc {
         fn lua_setlevel(from: RawState, to: RawState);
     }
 
+    /// Keeps the messages `lua_resume` may create interned in `l`'s registry.
+    ///
+    /// # Safety
+    /// Raising allowed (it allocates), nothing owned; three free slots.
+    unsafe fn intern(l: RawState) {
+        // SAFETY: see the function's contract.
+        unsafe {
+            ffi::lua_createtable(l, INTERNED.len() as c_int, 0);
+            for (i, s) in INTERNED.iter().enumerate() {
+                ffi::lua_pushstring(l, s.as_ptr());
+                ffi::lua_rawseti(l, -2, (i + 1) as _);
+            }
+            registry_set(l, &INTERNED_KEY);
+        }
+    }
+
+    /// Makes sure the interned messages are still there before a switch: Lua code can
+    /// reach the registry and drop them, and then `lua_resume` would have to create
+    /// one, which under a memory limit can fail with an error thrown past the switch
+    /// back (it goes to the main coroutine), leaving the interrupt machinery pointing
+    /// at a coroutine that may be collected. Interning again here may raise: nothing
+    /// is switched yet.
+    ///
+    /// # Safety
+    /// As for [`intern`].
+    unsafe fn keep_interned(l: RawState) {
+        // SAFETY: raw reads with a light userdata key and integer keys allocate
+        // nothing; every push is popped.
+        unsafe {
+            let top = ffi::lua_gettop(l);
+            let mut intact = registry_get(l, &INTERNED_KEY) == ffi::LUA_TTABLE;
+            for (i, s) in INTERNED.iter().enumerate() {
+                if !intact {
+                    break;
+                }
+                ffi::lua_rawgeti(l, top + 1, (i + 1) as _);
+                intact = string_at(l, -1) == Some(s.to_bytes());
+                ffi::lua_settop(l, -2);
+            }
+            ffi::lua_settop(l, top);
+            if !intact {
+                intern(l);
+            }
+        }
+    }
+
     /// # Safety
     /// As for [`super::install`].
     pub(super) unsafe fn install(l: RawState) {
@@ -96,12 +142,7 @@ mod puc {
                     set(l, c"wrap", l_wrap);
                     #[cfg(feature = "lua54")]
                     set(l, c"close", l_close);
-                    ffi::lua_createtable(l, INTERNED.len() as c_int, 0);
-                    for (i, s) in INTERNED.iter().enumerate() {
-                        ffi::lua_pushstring(l, s.as_ptr());
-                        ffi::lua_rawseti(l, -2, (i + 1) as _);
-                    }
-                    registry_set(l, &INTERNED_KEY);
+                    intern(l);
                 }
             }
             ffi::lua_settop(l, top);
@@ -208,6 +249,7 @@ mod puc {
         // SAFETY: see the function's contract. Between the switches only `lua_resume`
         // runs, which keeps errors of `co` in `co`.
         unsafe {
+            keep_interned(l);
             ffi::lua_xmove(l, co, narg);
             #[cfg(feature = "lua51")]
             lua_setlevel(l, co);
@@ -335,6 +377,7 @@ mod puc {
         unsafe {
             let mut status = ffi::lua_status(co);
             if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
+                keep_interned(l);
                 let switch = interrupt::switch_to(co);
                 status = ffi::lua_resetthread(co);
                 interrupt::switch_back(switch);
@@ -367,6 +410,7 @@ mod puc {
             if refused {
                 return (stock.close)(l);
             }
+            keep_interned(l);
             let switch = interrupt::switch_to(co);
             let n = (stock.close)(l);
             interrupt::switch_back(switch);
