@@ -1,0 +1,88 @@
+-- Regressions from an adversarial review: each script in spec/attack/ once crashed
+-- the process, corrupted memory, leaked or broke a promise of the README, from Lua
+-- code alone (its header says how and on which flavours). Each runs in a
+-- sub-process; the process must survive, and the script's output must show the
+-- behaviour the library promises instead.
+
+local H = require "spec.helper"
+
+local DIR = (debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or "spec") .. "/attack/"
+
+local function run(name, limit)
+  local source = assert(H.read_file(DIR .. name .. ".lua"), "missing reproducer " .. name)
+  local code, out = H.run_lua(source, nil, limit or 120)
+  assert(not H.crashed(code, out), ("%s crashed (exit %s):\n%s"):format(name, tostring(code), out))
+  return code, out
+end
+
+local PUC = not H.is_jit
+
+describe("adversarial regressions", function()
+  after_each(H.cleanup)
+
+  it("a C function returned by a child still works after join closed the module's state", function()
+    local code, out = run("cfunction_of_module_unloaded_with_child_state")
+    assert.are.equal(0, code, out)
+    H.assert_contains(out, "join gave: true")
+  end)
+
+  it("a finalizer changing join's copy with debug.setlocal gets an error, not a crash", function()
+    local _, out = run("finalizer_setlocal_join_copy_crash")
+    H.assert_contains(out, "a copy in progress was changed by Lua code")
+  end)
+
+  it("an out-of-memory error thrown past a coroutine switch leaves interrupts working", function()
+    local code, out = run("resume_oom_longjmp_stale_interrupt_state")
+    assert.are.equal(0, code, out)
+    if PUC then
+      H.assert_contains(out, "thread was interrupted")
+    else
+      H.assert_contains(out, "not applicable on LuaJIT")
+    end
+  end)
+
+  it("a finalizer replacing new's own object gets an error or is harmless, never a freed write", function()
+    local _, out = run("finalizer_setlocal_new_uaf")
+    H.assert_not_contains(out, "numbers have a metatable: true")
+    assert(out:find("survived", 1, true) or out:find("new's values were changed by Lua code", 1, true), out)
+  end)
+
+  it("a hook swapping the table new copies does not crash it", function()
+    local code, out = run("hook_setlocal_new_copy_crash")
+    assert.are.equal(0, code, out)
+    H.assert_contains(out, "survived")
+  end)
+
+  it("a trampoline replaced in the registry is not used", function()
+    local code, out = run("registry_trampoline_replaced_join_crash")
+    assert.are.equal(0, code, out)
+    H.assert_contains(out, "first:\tboolean")
+    H.assert_contains(out, "survived")
+  end)
+
+  it("a hook rehashing the table new copies raises no error past Rust frames and leaks nothing", function()
+    local code, out = run("hook_next_error_escapes_new")
+    assert.are.equal(0, code, out)
+    H.assert_not_contains(out, "invalid key to 'next'")
+    H.assert_not_contains(out, "(null)")
+    local grew = tonumber(out:match("RSS growth over %d+ calls: (%d+) KB"))
+    assert(grew and grew < 8192, "RSS grew by " .. tostring(grew) .. " KB:\n" .. out)
+  end)
+
+  it("a sparse table with a huge border is copied at the size of its entries", function()
+    local code, out = run("sparse_table_copy_allocates_border")
+    assert.are.equal(0, code, out)
+    local kb = tonumber(out:match("parent memory now (%d+) KB"))
+    assert(kb and kb < 10000, "parent memory " .. tostring(kb) .. " KB:\n" .. out)
+    H.assert_not_contains(out, "not enough memory")
+  end)
+
+  it("a hook cannot run the library's armed body from a coroutine", function()
+    local code, out = run("trampoline_body_run_from_lua")
+    assert.are.equal(0, code, out)
+    H.assert_not_contains(out, "hook ran the library's body: true")
+    if H.flavour ~= "5.1" and not H.is_jit then
+      H.assert_contains(out, "Error from child thread: boom")
+    end
+  end)
+end)
