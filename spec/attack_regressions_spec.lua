@@ -85,4 +85,13 @@ describe("adversarial regressions", function()
       H.assert_contains(out, "Error from child thread: boom")
     end
   end)
+
+  it("an interrupt goes to its thread, not to a grandchild state's finalizer that join runs", function()
+    local code, out = run("interrupt_delivered_into_joined_state_finalizer")
+    assert.are.equal(0, code, out)
+    if PUC then
+      H.assert_contains(out, "parent's join:\tfalse\tError from child thread: llthreads: thread was interrupted")
+      H.assert_not_contains(out, "finalizer's coroutine: false")
+    end
+  end)
 end)

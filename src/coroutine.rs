@@ -253,7 +253,7 @@ mod puc {
             ffi::lua_xmove(l, co, narg);
             #[cfg(feature = "lua51")]
             lua_setlevel(l, co);
-            let switch = interrupt::switch_to(co);
+            let switch = interrupt::switch_to(l, co);
             let mut nres = 0;
             let status = ffi::lua_resume(co, l, narg, &mut nres);
             interrupt::switch_back(switch);
@@ -378,7 +378,7 @@ mod puc {
             let mut status = ffi::lua_status(co);
             if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
                 keep_interned(l);
-                let switch = interrupt::switch_to(co);
+                let switch = interrupt::switch_to(l, co);
                 status = ffi::lua_resetthread(co);
                 interrupt::switch_back(switch);
                 ffi::lua_xmove(co, l, 1);
@@ -411,7 +411,7 @@ mod puc {
                 return (stock.close)(l);
             }
             keep_interned(l);
-            let switch = interrupt::switch_to(co);
+            let switch = interrupt::switch_to(l, co);
             let n = (stock.close)(l);
             interrupt::switch_back(switch);
             n

@@ -433,16 +433,22 @@ pub struct Switch {
 
 /// Called by this library's coroutine functions just before `co` runs (resumed, or
 /// closed with its pending to-be-closed variables): from now on interrupts go to `co`.
-/// `None` when no chunk of this library runs on this thread.
+/// `None` when no chunk of this library runs on this thread, or when the calling
+/// state `l` is not the one interrupts go to now: a coroutine of another state (a
+/// finalizer of a grandchild state that `join` closes on this thread) or one that C
+/// code resumed directly must not take this chunk's interrupt.
 ///
 /// # Safety
-/// Called on the thread running the calling state, from a C function Lua called; `co`
-/// stays alive until the matching [`switch_back`], which must follow whatever happens
-/// in between (nothing between them may raise into the caller).
+/// Called on the thread running the calling state `l`, from a C function Lua called;
+/// `co` stays alive until the matching [`switch_back`], which must follow whatever
+/// happens in between (nothing between them may raise into the caller).
 #[cfg(not(feature = "luajit"))]
-pub unsafe fn switch_to(co: RawState) -> Option<Switch> {
+pub unsafe fn switch_to(l: RawState, co: RawState) -> Option<Switch> {
     let interruptor = this_thread()?;
     let previous = interruptor.hooks.current.load(R);
+    if previous != l {
+        return None;
+    }
     // SAFETY: forwarded contract; `previous` is the state making the call.
     unsafe { interruptor.hooks.switch(interruptor, co) };
     Some(Switch {
