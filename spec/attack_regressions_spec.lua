@@ -94,4 +94,10 @@ describe("adversarial regressions", function()
       H.assert_not_contains(out, "finalizer's coroutine: false")
     end
   end)
+
+  it("an interrupt lands even while the child's own hook re-arms itself with debug.sethook", function()
+    local code, out = run("interrupt_lost_when_user_hook_rearms")
+    assert.are.equal(0, code, out)
+    H.assert_contains(out, "Error from child thread: llthreads: thread was interrupted")
+  end)
 end)

@@ -26,6 +26,12 @@
 //! interrupt made while it runs waits until it yields back. On LuaJIT nothing is
 //! replaced: its hooks are global, and reach every coroutine already.
 
+use std::ffi::c_int;
+use std::sync::OnceLock;
+
+use mlua::ffi;
+
+use crate::interrupt;
 use crate::raw::RawState;
 
 /// Replaces the child's coroutine functions (PUC Lua). Called by `new` while it
@@ -41,8 +47,58 @@ pub unsafe fn install(l: RawState) {
     unsafe {
         puc::install(l)
     };
-    #[cfg(feature = "luajit")]
-    let _ = l;
+    // SAFETY: forwarded contract.
+    unsafe { wrap_sethook(l) };
+}
+
+/// The stock `debug.sethook`, read from the first child state.
+static STOCK_SETHOOK: OnceLock<Option<ffi::lua_CFunction>> = OnceLock::new();
+
+/// Replaces the child's `debug.sethook` with [`l_sethook`], when the stock one is a
+/// C function.
+///
+/// # Safety
+/// As for [`install`].
+unsafe fn wrap_sethook(l: RawState) {
+    // SAFETY: see the function's contract; every push is popped.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_getfield(l, -1, c"debug".as_ptr());
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                let stock = *STOCK_SETHOOK.get_or_init(|| {
+                    ffi::lua_getfield(l, -1, c"sethook".as_ptr());
+                    let f = ffi::lua_tocfunction(l, -1);
+                    ffi::lua_settop(l, -2);
+                    f
+                });
+                if stock.is_some() {
+                    ffi::lua_pushcfunction(l, l_sethook);
+                    ffi::lua_setfield(l, -2, c"sethook".as_ptr());
+                }
+            }
+        }
+        ffi::lua_settop(l, top);
+    }
+}
+
+/// `debug.sethook(...)`: the stock function, then, when an interrupt waits for its
+/// event on the state the chunk runs in, the interrupt hook goes back on, and the
+/// hook just set becomes the one put back after it. (A profiler that re-arms its
+/// hook from inside it would otherwise remove ours for good.)
+unsafe extern "C-unwind" fn l_sethook(l: RawState) -> c_int {
+    let Some(Some(stock)) = STOCK_SETHOOK.get().copied() else {
+        // Not reachable: installed only once the stock function is known.
+        std::process::abort()
+    };
+    // SAFETY: called by Lua, owning nothing: the stock function may raise its own
+    // argument errors, named after this frame as they would be after its own.
+    unsafe {
+        let n = stock(l);
+        interrupt::user_hook_set();
+        n
+    }
 }
 
 #[cfg(not(feature = "luajit"))]

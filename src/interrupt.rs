@@ -423,6 +423,23 @@ pub unsafe fn leave(state: RawState, interruptor: &Interruptor) {
     unsafe { ffi::lua_sethook(state, None, 0, 0) };
 }
 
+/// Called by the child's `debug.sethook` just after it set a hook: when a raising
+/// request waits for its event on the current state, and the user's call replaced our
+/// hook there, ours goes back on and the user's becomes the hook to put back.
+pub fn user_hook_set() {
+    let Some(interruptor) = this_thread() else {
+        return;
+    };
+    let hooks = &interruptor.hooks;
+    hooks.lock();
+    // SAFETY: on the child's thread, in ordinary context, lock held; the states named
+    // in `hooks` are this chunk's and alive while it runs.
+    unsafe {
+        hooks.sync(interruptor);
+        hooks.unlock(interruptor);
+    }
+}
+
 /// A coroutine switch made by [`switch_to`], to undo with [`switch_back`].
 #[cfg(not(feature = "luajit"))]
 #[derive(Clone, Copy)]
