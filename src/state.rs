@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 #[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
+use std::ptr::NonNull;
 
 use mlua::ffi;
 
@@ -33,7 +34,8 @@ const BUDGET_ALLOC: &std::ffi::CStr = c"llthreads_budget_alloc_v1";
 
 /// An open Lua state owned by exactly one side (parent or child) at a time.
 pub struct ChildState {
-    raw: RawState,
+    /// Never null: `Option<ChildState>` costs nothing more (a thread object keeps one).
+    raw: NonNull<ffi::lua_State>,
     /// Lives as long as the state: the allocator points into it.
     budget: Option<Box<Budget>>,
     /// Lives as long as the state: its warning function points into it.
@@ -54,9 +56,7 @@ impl ChildState {
             None => {
                 // SAFETY: `luaL_newstate` has no preconditions; it returns null on failure.
                 let raw = unsafe { ffi::luaL_newstate() };
-                // Not `then_some`: it would build (and so drop, closing a null state)
-                // the value even when there is no state.
-                (!raw.is_null()).then(|| ChildState {
+                NonNull::new(raw).map(|raw| ChildState {
                     raw,
                     budget: None,
                     #[cfg(feature = "lua54")]
@@ -73,12 +73,9 @@ impl ChildState {
         let ud = &mut *budget as *mut Budget as *mut c_void;
         // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
         // boxed budget, which this value keeps alive until after `lua_close`.
-        let raw = unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) };
-        if raw.is_null() {
-            return None;
-        }
+        let raw = NonNull::new(unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) })?;
         // SAFETY: `raw` is a fresh valid state; setting the panic function cannot raise.
-        unsafe { ffi::lua_atpanic(raw, panic_handler) };
+        unsafe { ffi::lua_atpanic(raw.as_ptr(), panic_handler) };
         // `lua_newstate` installs no warning function (`luaL_newstate` does): without
         // one, `warn` would print nothing in a limited state.
         #[cfg(feature = "lua54")]
@@ -87,7 +84,7 @@ impl ChildState {
             let ud = &*warnings as *const Cell<Warnings> as *mut c_void;
             // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
             // to the boxed mode, which this value keeps alive until after `lua_close`.
-            unsafe { ffi::lua_setwarnf(raw, Some(warn), ud) };
+            unsafe { ffi::lua_setwarnf(raw.as_ptr(), Some(warn), ud) };
             Some(warnings)
         };
         Some(ChildState {
@@ -105,7 +102,7 @@ impl ChildState {
     }
 
     pub fn raw(&self) -> RawState {
-        self.raw
+        self.raw.as_ptr()
     }
 }
 
@@ -116,8 +113,8 @@ impl Drop for ChildState {
         // first keeps a late interrupt from raising inside finalizers run by
         // `lua_close`, which itself runs them under protection and does not raise.
         unsafe {
-            ffi::lua_sethook(self.raw, None, 0, 0);
-            ffi::lua_close(self.raw);
+            ffi::lua_sethook(self.raw.as_ptr(), None, 0, 0);
+            ffi::lua_close(self.raw.as_ptr());
         }
         // `budget` (and the warning mode) drop after the state that used them.
         let _ = self.budget.take();

@@ -214,3 +214,16 @@ impl Drop for Thread {
         // In the attached joinable mode the state, with unread results, drops after this.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_object_fits_in_a_48_byte_heap_chunk() {
+        // Every `new` boxes one: glibc serves requests of up to 40 bytes from a
+        // 48-byte chunk. An absent state must cost no tag of its own.
+        let size = std::mem::size_of::<Thread>();
+        assert!(size <= 40, "a Thread takes {size} bytes");
+    }
+}
