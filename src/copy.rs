@@ -140,15 +140,27 @@ pub unsafe fn prepare_source(l: RawState, first: c_int, last: c_int) -> c_int {
     #[cfg(any(feature = "lua51", feature = "luajit"))]
     {
         let mut levels = MAX_DEPTH;
+        let mut collected = false;
         loop {
             // SAFETY: see the function's contract; `reserve` never raises.
-            if unsafe { reserve(l, SOURCE_SLOTS + CALLER + LEVEL_SLOTS * levels) }.is_ok() {
-                return levels;
+            match unsafe { reserve(l, SOURCE_SLOTS + CALLER + LEVEL_SLOTS * levels) } {
+                Ok(()) => return levels,
+                // Out of memory, perhaps with garbage around (5.1 has no emergency
+                // collection; a child that filled its limit and returned, say):
+                // collect it once and try again.
+                Err(Shortage::OutOfMemory) if !collected => {
+                    collected = true;
+                    let mut collect = |l: RawState| -> c_int {
+                        // SAFETY: protected on `l`; a finalizer's error stops there.
+                        unsafe { ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) };
+                        0
+                    };
+                    // SAFETY: the contract; the body owns nothing and does not panic.
+                    unsafe { protected(l, 0, 0, &mut collect) };
+                }
+                Err(_) if levels == 0 => return 0,
+                Err(_) => levels /= 2,
             }
-            if levels == 0 {
-                return 0;
-            }
-            levels /= 2;
         }
     }
     #[cfg(not(any(feature = "lua51", feature = "luajit")))]
