@@ -22,7 +22,7 @@ use crate::interrupt::Request;
 use crate::names::{Module, LOGGER_FIELD};
 use crate::pool;
 use crate::raw::{
-    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, RawState,
+    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, tagged_block, RawState,
 };
 use crate::state::{budget_limit, ChildState};
 use crate::thread::{Joined, StartError, Thread};
@@ -498,24 +498,13 @@ struct Slot {
 /// # Safety
 /// Valid state with two free slots; never raises.
 pub(crate) unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
-    // SAFETY: see the function's contract.
+    // SAFETY: see the function's contract; a block `tagged_block` returns is a `Slot`.
     unsafe {
-        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
-            || ffi::lua_rawlen(l, idx) as usize != std::mem::size_of::<Slot>()
-            || ffi::lua_getmetatable(l, idx) == 0
-        {
-            return std::ptr::null_mut();
-        }
-        registry_get(l, &METATABLE_KEY);
-        let ours = ffi::lua_rawequal(l, -1, -2) != 0;
-        ffi::lua_settop(l, -3);
-        let ud = ffi::lua_touserdata(l, idx) as *mut Slot;
-        // The block is at least `Slot`-sized (checked above), so reading the tag stays
-        // inside it whatever library made it.
-        if ours && std::ptr::eq((*ud).tag, &METATABLE_KEY) {
-            &raw mut (*ud).thread
-        } else {
+        let ud = tagged_block(l, idx, std::mem::size_of::<Slot>(), &METATABLE_KEY) as *mut Slot;
+        if ud.is_null() {
             std::ptr::null_mut()
+        } else {
+            &raw mut (*ud).thread
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use mlua::ffi;
 
 use crate::channel::Channel;
-use crate::raw::{registry_get, registry_set, RawState};
+use crate::raw::{registry_get, registry_set, tagged_block, RawState};
 
 /// The block of a channel userdata. The tag tells ours from another library's
 /// userdata of the same size that Lua code gave our metatable (`debug.setmetatable`).
@@ -48,25 +48,8 @@ pub fn set_methods(methods: Methods) {
 /// # Safety
 /// Valid state with two free slots; never raises.
 unsafe fn slot_at(l: RawState, idx: c_int) -> *mut Slot {
-    // SAFETY: see the function's contract. The size check comes before the tag is
-    // read, so the read stays inside the block whatever made it.
-    unsafe {
-        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
-            || ffi::lua_rawlen(l, idx) as usize != std::mem::size_of::<Slot>()
-            || ffi::lua_getmetatable(l, idx) == 0
-        {
-            return std::ptr::null_mut();
-        }
-        registry_get(l, &METATABLE_KEY);
-        let ours = ffi::lua_rawequal(l, -1, -2) != 0;
-        ffi::lua_settop(l, -3);
-        let slot = ffi::lua_touserdata(l, idx) as *mut Slot;
-        if ours && std::ptr::eq((*slot).tag, &METATABLE_KEY) {
-            slot
-        } else {
-            std::ptr::null_mut()
-        }
-    }
+    // SAFETY: see the function's contract; a block `tagged_block` returns is a `Slot`.
+    unsafe { tagged_block(l, idx, std::mem::size_of::<Slot>(), &METATABLE_KEY) as *mut Slot }
 }
 
 /// The channel at `idx`, or null when the value is not a channel of ours (or one

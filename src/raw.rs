@@ -244,6 +244,36 @@ pub unsafe fn registry_set(l: RawState, key: *const u8) {
     }
 }
 
+/// The block of the full userdata at `idx` when it is one of this library copy's
+/// objects of one kind, else null. Such a block is `size` bytes, starts with the
+/// address of `key` (a `#[repr(C)]` tag field), and has `registry[key]` as its
+/// metatable. The tag is what counts: with `debug`, Lua code can give the metatable to
+/// another library's userdata, whose memory must never be read as ours.
+///
+/// # Safety
+/// Valid state with two free slots; never raises.
+pub unsafe fn tagged_block(l: RawState, idx: c_int, size: usize, key: *const u8) -> *mut c_void {
+    // SAFETY: see the function's contract. The size check comes before the tag is
+    // read, so the read stays inside the block whatever library made it.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA
+            || ffi::lua_rawlen(l, idx) as usize != size
+            || ffi::lua_getmetatable(l, idx) == 0
+        {
+            return std::ptr::null_mut();
+        }
+        registry_get(l, key);
+        let ours = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_settop(l, -3);
+        let block = ffi::lua_touserdata(l, idx);
+        if ours && std::ptr::eq(*(block as *const *const u8), key) {
+            block
+        } else {
+            std::ptr::null_mut()
+        }
+    }
+}
+
 /// Pushes a byte string.
 ///
 /// # Safety
