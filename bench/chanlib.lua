@@ -10,6 +10,11 @@
 --   pingpong_rtt     two threads and two unbounded queues: one sends a number on A and
 --                    waits for it on B, the other receives on A and sends back on B:
 --                    µs per round trip (the mean over a batch of round trips)
+--   pingpong_p50     the same two queues, this time the main thread plays the pinger
+--                    and times every round trip on its own with luasystem's monotonic
+--                    clock (`require "system"`, which busted brings): the median round
+--                    trip of BENCH_CHAN_PINGPONG_EACH (10,000) in µs, and its 90th
+--                    percentile; left out when luasystem is missing
 --   mpmc_8x8_cap64   8 producers and 8 consumers on one queue bounded to 64 messages,
 --                    100,000 numbers in all (12,500 per thread): messages/s
 --   mpmc_1x1_cap64   the same bounded queue, 1 producer and 1 consumer: messages/s
@@ -33,7 +38,8 @@
 -- Output: one line per figure, `name value unit (min–max) key=value...`; `#` lines are
 -- notes. Knobs: BENCH_CHAN_ONLY="numbers strings pingpong mpmc memory" (a subset),
 -- BENCH_CHAN_MEM_MESSAGES (1000000), BENCH_CHAN_PINGPONG (round trips per repetition,
--- 1000), BENCH_CHAN_MEM_RUNS (BENCH_RUNS), plus BENCH_RUNS and BENCH_MIN_BATCH_MS.
+-- 1000), BENCH_CHAN_PINGPONG_EACH (round trips timed one by one per run, 10000),
+-- BENCH_CHAN_MEM_RUNS (BENCH_RUNS), plus BENCH_RUNS and BENCH_MIN_BATCH_MS.
 --
 -- The adapter:
 --   name                  "ours" | "lanes" | "effil"
@@ -66,6 +72,7 @@ C.MPMC_MESSAGES = 100000
 C.MPMC_CAPACITY = 64
 C.MPMC_THREADS = 8
 C.PINGPONG = B.getenv_number("BENCH_CHAN_PINGPONG", 1000)
+C.PINGPONG_EACH = B.getenv_number("BENCH_CHAN_PINGPONG_EACH", 10000)
 C.MEM_MESSAGES = B.getenv_number("BENCH_CHAN_MEM_MESSAGES", 1000000)
 C.MEM_RUNS = B.getenv_number("BENCH_CHAN_MEM_RUNS", B.runs)
 
@@ -182,6 +189,37 @@ local function pingpong_rig(impl, n)
   return rig
 end
 
+-- Round trips timed one by one from the main thread: { p50 = µs, p90 = µs } per run.
+local has_system, system = pcall(require, "system")
+local function pingpong_each(impl)
+  local a, b = impl.channel(nil), impl.channel(nil)
+  local ponger = impl.spawn("ponger", a, b)
+  local send, receive, clock = impl.send, impl.receive, system.monotime
+  for i = 1, 1000 do
+    send(a, i)
+    receive(b)
+  end
+  local p50, p90 = {}, {}
+  for r = 1, B.runs do
+    collectgarbage()
+    local xs = {}
+    for i = 1, C.PINGPONG_EACH do
+      local t0 = clock()
+      send(a, i)
+      receive(b)
+      xs[i] = (clock() - t0) * 1e6
+    end
+    table.sort(xs)
+    p50[r] = xs[math.floor(#xs * 0.5) + 1]
+    p90[r] = xs[math.floor(#xs * 0.9) + 1]
+  end
+  send(a, false)
+  impl.join(ponger)
+  local extra = "round_trips=" .. C.PINGPONG_EACH .. " clock=system.monotime"
+  C.report("pingpong_p50", p50, "\194\181s", extra)
+  C.report("pingpong_p90", p90, "\194\181s", extra)
+end
+
 -- Runs rig.rep in batches (see Method above); convert(ms per repetition) -> figure.
 local function measure(name, unit, rig, convert, extra)
   rig.rep()
@@ -215,6 +253,13 @@ local WORKLOADS = {
   { "pingpong", function(impl)
     measure("pingpong_rtt", "\194\181s", pingpong_rig(impl, C.PINGPONG),
       function(ms) return ms * 1000 / C.PINGPONG end, "round_trips=" .. C.PINGPONG)
+  end },
+  { "pingpong", function(impl)
+    if has_system and system.monotime then
+      pingpong_each(impl)
+    else
+      B.note("pingpong_p50: no luasystem (require 'system'), left out")
+    end
   end },
   { "mpmc", function(impl)
     local n = C.MPMC_THREADS

@@ -8,7 +8,11 @@
 # missing for a flavour is left out (effil has none for 5.4). Our module is built with
 # cargo (tools/lib.sh ll_build) unless BENCH_CPATH=DIR gives DIR/<flavour>/llthreads.so.
 # Environment:
-#   BENCH_CHAN_ROUNDS=2      how many times each implementation runs per flavour
+#   BENCH_CHAN_ROUNDS=3      how many times each implementation runs per flavour
+#   BENCH_CHAN_BASE=DIR      also run another build of our module, DIR/<flavour>/llthreads.so
+#                            (e.g. the commit before a change), as "base", right before
+#                            ours in every round: before/after from the same run
+#   BENCH_CHAN_PEERS=0       leave the peers out (ours, and base when given, only)
 #   BENCH_CHAN_OUT=DIR       where the raw outputs go (default build/bench-channels/<time>)
 #   BENCH_CHAN_TIMEOUT=900   seconds before one script run is killed (a hang is a result too)
 #   BENCH_CHAN_ONLY, BENCH_RUNS, BENCH_MIN_BATCH_MS, ...: see bench/chanlib.lua
@@ -21,7 +25,8 @@ cd "$LL_ROOT"
 flavours=()
 for a in "$@"; do flavours+=("$(ll_flavour "$a")"); done
 [ ${#flavours[@]} -gt 0 ] || flavours=(5.4 jit)
-rounds=${BENCH_CHAN_ROUNDS:-2}
+rounds=${BENCH_CHAN_ROUNDS:-3}
+peers=${BENCH_CHAN_PEERS:-1}
 out=${BENCH_CHAN_OUT:-build/bench-channels/$(date +%Y%m%d-%H%M%S)}
 limit=${BENCH_CHAN_TIMEOUT:-900}
 mkdir -p "$out"
@@ -55,6 +60,17 @@ for f in "${flavours[@]}"; do
         cpath[$f]="$d/?.so;;"
     fi
     impls[$f]=ours
+    if [ -n "${BENCH_CHAN_BASE:-}" ]; then
+        if [ ! -f "$BENCH_CHAN_BASE/$f/llthreads.so" ]; then
+            echo "BENCH_CHAN_BASE=$BENCH_CHAN_BASE: no $f/llthreads.so there" >&2
+            exit 1
+        fi
+        cpath[base-$f]="$(cd "$BENCH_CHAN_BASE/$f" && pwd)/?.so;;"
+        impls[$f]="base ours"
+    fi
+    if [ "$peers" = 0 ]; then
+        continue
+    fi
     if [ -n "$(peer_dir "${LANES_CPATH:-}" "$f" lanes_core.so)" ]; then
         impls[$f]+=" lanes"
     else
@@ -69,13 +85,14 @@ done
 
 script_of() {
     case "$1" in
-        ours) echo bench/channel.lua ;;
+        ours | base) echo bench/channel.lua ;;
         lanes) echo bench/peers/lanes_channel.lua ;;
         effil) echo bench/peers/effil_channel.lua ;;
     esac
 }
 
 echo "# channels: flavours=${flavours[*]} rounds=$rounds out=$out host=$(nproc)cpu load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "start: $(uptime)" >"$out/load.txt"
 for ((r = 1; r <= rounds; r++)); do
     for f in "${flavours[@]}"; do
         for impl in ${impls[$f]}; do
@@ -83,7 +100,9 @@ for ((r = 1; r <= rounds; r++)); do
             echo "# round $r/$rounds: $impl on $f, load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
             echo "# round=$r load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$file"
             rc=0
-            LUA_CPATH="${cpath[$f]}" LANES_CPATH="${LANES_CPATH:-}" EFFIL_CPATH="${EFFIL_CPATH:-}" \
+            cp=${cpath[$f]}
+            [ "$impl" = base ] && cp=${cpath[base-$f]}
+            LUA_CPATH="$cp" LANES_CPATH="${LANES_CPATH:-}" EFFIL_CPATH="${EFFIL_CPATH:-}" \
                 timeout "$limit" "$(interpreter "$f")" "$(script_of "$impl")" >>"$file" 2>"$out/stderr.tmp" || rc=$?
             if [ "$rc" -ne 0 ]; then
                 msg=$(tail -n 3 "$out/stderr.tmp" | tr '\n' ' ')
@@ -96,6 +115,7 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 rm -f "$out/stderr.tmp"
+echo "end: $(uptime)" >>"$out/load.txt"
 lua=$(command -v lua5.4 || command -v luajit || command -v lua)
 "$lua" bench/chantable.lua "$out" | tee "$out/table.md"
 echo "# raw outputs: $out" >&2
