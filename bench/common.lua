@@ -5,7 +5,16 @@
 local M = {}
 
 M.module_name = os.getenv("BENCH_MODULE") or "llthreads"
-M.llthreads = require(M.module_name)
+-- M.llthreads is required on first use, so scripts that measure another module (the
+-- peers in bench/peers/) can share these helpers without loading this one.
+setmetatable(M, {
+  __index = function(t, k)
+    if k ~= "llthreads" then return nil end
+    local m = require(t.module_name)
+    rawset(t, "llthreads", m)
+    return m
+  end,
+})
 
 -- Number of measured runs (each run is one batch, or one fresh process for memory).
 M.runs = tonumber(os.getenv("BENCH_RUNS") or "") or 7

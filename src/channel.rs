@@ -6,10 +6,13 @@
 //! senders. A thread that cannot go on registers its waiter in the list of the side it
 //! waits on, re-checking under the same lock, and parks; whoever makes its condition
 //! true (a message queued, room made, the channel closed) takes one waiter off that
-//! list and wakes it, after releasing the lock. A waiter that leaves without using
-//! what it was woken for (timed out, interrupted, or a `select` that took something
-//! else) passes the wake-up on to the next registered waiter when the condition still
-//! holds: no wake-up is lost, and one message wakes one receiver, not all of them.
+//! list and wakes it, after releasing the lock, unless enough are on their way
+//! already: no more than there are messages (free places) and CPUs. A waiter that
+//! comes back takes what it was woken for and wakes the next one if more is there; one
+//! that leaves without using it (timed out, interrupted, or a `select` that took
+//! something else) passes the wake-up on to the next registered waiter when the
+//! condition still holds: no wake-up is lost, and one message wakes one receiver, not
+//! all of them.
 //!
 //! A rendezvous keeps offers instead of a buffer: each sender queues its message with
 //! a sequence number and its waiter, and waits until a receiver took it (the receiver
@@ -33,9 +36,23 @@ pub type Msg = Message<Channel>;
 /// Queue slots (32 bytes each) kept however empty the queue gets.
 const SHRINK_ABOVE: usize = 4096;
 
-/// Buffers a channel keeps for reuse, at most, and the largest it keeps.
-const SPARES: usize = 32;
+/// The bytes of buffers a channel keeps for reuse, at most, and the largest buffer it
+/// keeps. A sender that runs ahead of its receiver needs a buffer per queued message;
+/// with only a few kept (32 before), every message past those was allocated by the
+/// sender and freed by the receiver, in fresh memory that the allocator returned to
+/// the system between bursts (page faults on one side, `free` on the other, which is
+/// the slower side). A megabyte covers a burst of a thousand 1 KiB messages.
+const SPARE_TOTAL: usize = 1 << 20;
 const SPARE_BYTES: usize = 64 << 10;
+/// How many of the most recently kept buffers a sender looks through for one that fits.
+const SPARE_LOOKS: usize = 8;
+
+/// Buffers kept for reuse, with their total capacity.
+#[derive(Default)]
+struct Spares {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
 
 /// How long an operation may wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +102,51 @@ struct Inner {
     closed: bool,
     receivers: WaitList,
     senders: WaitList,
+    /// The receivers (senders) taken off their list and woken for a message (for
+    /// room) that have not come back to the lock yet (see [`Inner::signal_receiver`]).
+    receiver_signalled: Vec<Arc<Waiter>>,
+    sender_signalled: Vec<Arc<Waiter>>,
+}
+
+impl Inner {
+    /// The receiver to wake, when messages wait, receivers are registered, and fewer
+    /// are on their way than there are messages and CPUs ([`wait::wake_limit`]). A
+    /// receiver that comes back takes a message and, if more wait, wakes the next
+    /// ([`Inner::receiver_back`], then this again). Waking one parked receiver per
+    /// message sent, however many were on their way, woke them all for a burst that
+    /// the first ones drained; the others found nothing and parked again, and with
+    /// more threads than CPUs (8 producers and 8 consumers on 2 CPUs) those futile
+    /// wake-ups took most of the time. No message is left waiting while a receiver
+    /// is parked: whoever changes the queue or comes back to it calls this.
+    fn signal_receiver(&mut self) -> Option<Arc<Waiter>> {
+        let waiting = self.queue.len() + self.offers.len();
+        if self.receiver_signalled.len() >= waiting.min(wait::wake_limit()) {
+            return None;
+        }
+        let w = self.receivers.pop()?;
+        self.receiver_signalled.push(Arc::clone(&w));
+        Some(w)
+    }
+
+    /// The same for senders of a bounded channel, with free places for messages.
+    fn signal_sender(&mut self, capacity: Option<usize>) -> Option<Arc<Waiter>> {
+        let room = capacity.map_or(0, |c| c.saturating_sub(self.queue.len()));
+        if self.sender_signalled.len() >= room.min(wait::wake_limit()) {
+            return None;
+        }
+        let w = self.senders.pop()?;
+        self.sender_signalled.push(Arc::clone(&w));
+        Some(w)
+    }
+
+    /// `w` is back at the lock: if it was a receiver on its way, it no longer is.
+    fn receiver_back(&mut self, w: &Arc<Waiter>) {
+        self.receiver_signalled.retain(|s| !Arc::ptr_eq(s, w));
+    }
+
+    fn sender_back(&mut self, w: &Arc<Waiter>) {
+        self.sender_signalled.retain(|s| !Arc::ptr_eq(s, w));
+    }
 }
 
 pub struct Channel {
@@ -95,12 +157,20 @@ pub struct Channel {
     ready: AtomicUsize,
     shut: AtomicBool,
     /// Buffers of delivered messages, for senders to reuse ([`Channel::spare`]).
-    spares: Mutex<Vec<Vec<u8>>>,
-    spare_count: AtomicUsize,
+    spares: Mutex<Spares>,
+    /// `spares.bytes`, read without the lock: stored under it.
+    spare_bytes: AtomicUsize,
     /// `None`: unbounded; `Some(0)`: rendezvous.
     capacity: Option<usize>,
     /// Set for a named channel: its key in [`NAMED`].
     name: Option<Box<[u8]>>,
+}
+
+/// Wakes the waiters given (after the lock that chose them was released).
+fn wake_each<const N: usize>(waiters: [Option<Arc<Waiter>>; N]) {
+    for w in waiters.into_iter().flatten() {
+        w.wake();
+    }
 }
 
 /// Named channels, process wide (per copy of this library). Weak references: a named
@@ -118,8 +188,8 @@ impl Channel {
         Channel {
             ready: AtomicUsize::new(0),
             shut: AtomicBool::new(false),
-            spares: Mutex::new(Vec::new()),
-            spare_count: AtomicUsize::new(0),
+            spares: Mutex::new(Spares::default()),
+            spare_bytes: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 offers: VecDeque::new(),
@@ -128,6 +198,8 @@ impl Channel {
                 closed: false,
                 receivers: WaitList::new(),
                 senders: WaitList::new(),
+                receiver_signalled: Vec::new(),
+                sender_signalled: Vec::new(),
             }),
             capacity,
             name,
@@ -158,15 +230,18 @@ impl Channel {
     /// a receiver when there is one that fits, else a new one.
     pub fn spare(&self, len: usize) -> Vec<u8> {
         // Never waits for the lock: a new buffer costs less than waiting.
-        if self.spare_count.load(Ordering::Relaxed) > 0 {
+        if self.spare_bytes.load(Ordering::Relaxed) > 0 {
             let Some(mut spares) = self.spares.try_lock() else {
                 return Vec::with_capacity(len.max(64));
             };
             // Big enough, and not so big that a small message pins a large block.
             let fits = |b: &Vec<u8>| b.capacity() >= len && b.capacity() <= 4 * len + 256;
-            if let Some(pos) = spares.iter().rposition(fits) {
-                let buf = spares.swap_remove(pos);
-                self.spare_count.store(spares.len(), Ordering::Relaxed);
+            let n = spares.buffers.len();
+            let from = n.saturating_sub(SPARE_LOOKS);
+            if let Some(pos) = spares.buffers[from..].iter().rposition(fits) {
+                let buf = spares.buffers.swap_remove(from + pos);
+                spares.bytes -= buf.capacity();
+                self.spare_bytes.store(spares.bytes, Ordering::Relaxed);
                 return buf;
             }
         }
@@ -175,7 +250,7 @@ impl Channel {
 
     /// Takes back the buffer of a message that was delivered, for a later send.
     pub fn recycle(&self, msg: Msg) {
-        if self.spare_count.load(Ordering::Relaxed) >= SPARES {
+        if self.spare_bytes.load(Ordering::Relaxed) >= SPARE_TOTAL {
             return;
         }
         let Some(buf) = msg.into_buffer() else {
@@ -187,9 +262,10 @@ impl Channel {
         let Some(mut spares) = self.spares.try_lock() else {
             return;
         };
-        if spares.len() < SPARES {
-            spares.push(buf);
-            self.spare_count.store(spares.len(), Ordering::Relaxed);
+        if spares.bytes + buf.capacity() <= SPARE_TOTAL {
+            spares.bytes += buf.capacity();
+            spares.buffers.push(buf);
+            self.spare_bytes.store(spares.bytes, Ordering::Relaxed);
         }
     }
 
@@ -220,6 +296,8 @@ impl Channel {
         self.shut.store(true, Ordering::Release);
         let mut wake = inner.receivers.take_all();
         wake.extend(inner.senders.take_all());
+        inner.receiver_signalled.clear();
+        inner.sender_signalled.clear();
         if !inner.offers.is_empty() {
             let offers = std::mem::take(&mut inner.offers);
             for offer in offers {
@@ -240,7 +318,8 @@ impl Channel {
     }
 
     /// Takes the next message, if any, with the waiter to wake for it: a sender now
-    /// that there is room, or the rendezvous sender whose offer it was.
+    /// that there is room (unless one is on its way already), or the rendezvous
+    /// sender whose offer it was.
     fn take(&self, inner: &mut Inner) -> Option<(Msg, Option<Arc<Waiter>>)> {
         if let Some(msg) = inner.queue.pop_front() {
             // A queue that held many messages gives its memory back as it drains
@@ -250,11 +329,7 @@ impl Channel {
                 inner.queue.shrink_to(capacity / 2);
             }
             self.publish(inner);
-            let wake = if self.capacity.is_some() {
-                inner.senders.pop()
-            } else {
-                None
-            };
+            let wake = inner.signal_sender(self.capacity);
             return Some((msg, wake));
         }
         let offer = inner.offers.pop_front()?;
@@ -282,22 +357,32 @@ impl Channel {
         })
     }
 
-    fn has_message(inner: &Inner) -> bool {
-        !inner.queue.is_empty() || !inner.offers.is_empty()
+    /// Takes a message for the receiver `w` (`None`: one not registered anywhere),
+    /// with the waiters to wake once the lock is released: a sender for the room
+    /// made, and the next receiver when more messages wait. `w` leaves the
+    /// receivers when it got one.
+    fn take_for(
+        &self,
+        inner: &mut Inner,
+        w: Option<&Arc<Waiter>>,
+    ) -> Option<(Msg, [Option<Arc<Waiter>>; 2])> {
+        if let Some(w) = w {
+            inner.receiver_back(w);
+        }
+        let (msg, sender) = self.take(inner)?;
+        if let Some(w) = w {
+            inner.receivers.remove(w);
+        }
+        Some((msg, [sender, inner.signal_receiver()]))
     }
 
     /// Takes a message if there is one. Otherwise, with `register`, adds that waiter
     /// to the receivers, to be woken when a message comes or the channel closes.
     pub fn poll_receive(&self, register: Option<&Arc<Waiter>>) -> Polled {
         let mut inner = self.inner.lock();
-        if let Some((msg, wake)) = self.take(&mut inner) {
-            if let Some(w) = register {
-                inner.receivers.remove(w);
-            }
+        if let Some((msg, wake)) = self.take_for(&mut inner, register) {
             drop(inner);
-            if let Some(w) = wake {
-                w.wake();
-            }
+            wake_each(wake);
             return Polled::Message(msg);
         }
         if inner.closed {
@@ -309,8 +394,8 @@ impl Channel {
         Polled::Empty
     }
 
-    /// Takes `w` off the receivers. If a sender had already taken it off to wake it
-    /// and a message is still there, the next receiver is woken instead.
+    /// Takes `w` off the receivers. If it had been woken for a message that is
+    /// still there, the next receiver is woken instead.
     pub fn leave_receivers(&self, w: &Arc<Waiter>) {
         let mut inner = self.inner.lock();
         let next = Self::pass_on_receive(&mut inner, w);
@@ -321,11 +406,9 @@ impl Channel {
     }
 
     fn pass_on_receive(inner: &mut Inner, w: &Arc<Waiter>) -> Option<Arc<Waiter>> {
-        if inner.receivers.remove(w) || !Self::has_message(inner) {
-            None
-        } else {
-            inner.receivers.pop()
-        }
+        inner.receiver_back(w);
+        inner.receivers.remove(w);
+        inner.signal_receiver()
     }
 
     /// Receives a message, waiting as `wait` says. `interrupted` is asked before each
@@ -335,11 +418,16 @@ impl Channel {
         wait: Wait,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Msg, Failed> {
-        match self.poll_receive(None) {
-            Polled::Message(msg) => return Ok(msg),
-            Polled::Closed => return Err(Failed::Closed),
-            Polled::Empty => {}
+        let mut inner = self.inner.lock();
+        if let Some((msg, wake)) = self.take_for(&mut inner, None) {
+            drop(inner);
+            wake_each(wake);
+            return Ok(msg);
         }
+        if inner.closed {
+            return Err(Failed::Closed);
+        }
+        drop(inner);
         let Wait::Until(deadline) = wait else {
             return Err(Failed::Timeout);
         };
@@ -353,15 +441,13 @@ impl Channel {
         let w = wait::current();
         loop {
             let mut inner = self.inner.lock();
-            if let Some((msg, wake)) = self.take(&mut inner) {
-                inner.receivers.remove(&w);
+            if let Some((msg, wake)) = self.take_for(&mut inner, Some(&w)) {
                 drop(inner);
-                if let Some(s) = wake {
-                    s.wake();
-                }
+                wake_each(wake);
                 return Ok(msg);
             }
             if inner.closed {
+                inner.receiver_back(&w);
                 inner.receivers.remove(&w);
                 return Err(Failed::Closed);
             }
@@ -380,6 +466,9 @@ impl Channel {
                 }
                 return Err(failed);
             }
+            // Nothing here for `w` (it is back, if it had been woken for a message
+            // that another receiver took first): it waits again.
+            inner.receiver_back(&w);
             inner.receivers.register(&w);
             drop(inner);
             w.park(deadline);
@@ -392,7 +481,7 @@ impl Channel {
         let mut inner = self.inner.lock();
         inner.queue.push_front(msg);
         self.publish(&inner);
-        let next = inner.receivers.pop();
+        let next = inner.signal_receiver();
         drop(inner);
         if let Some(next) = next {
             next.wake();
@@ -415,6 +504,9 @@ impl Channel {
         let mut spun = false;
         loop {
             let mut inner = self.inner.lock();
+            if let Some(w) = &w {
+                inner.sender_back(w);
+            }
             if inner.closed {
                 if let Some(w) = &w {
                     inner.senders.remove(w);
@@ -428,11 +520,10 @@ impl Channel {
                 if let Some(w) = &w {
                     inner.senders.remove(w);
                 }
-                let next = inner.receivers.pop();
+                // The room left, if any, goes to the next sender.
+                let wake = [inner.signal_receiver(), inner.signal_sender(self.capacity)];
                 drop(inner);
-                if let Some(next) = next {
-                    next.wake();
-                }
+                wake_each(wake);
                 return Ok(());
             }
             let Wait::Until(deadline) = wait else {
@@ -457,12 +548,8 @@ impl Channel {
             let w = w.get_or_insert_with(wait::current);
             if let Some(failed) = failed {
                 // Room made for this sender goes to the next one.
-                let room = self.capacity.is_none_or(|c| inner.queue.len() < c);
-                let next = if !inner.senders.remove(w) && room {
-                    inner.senders.pop()
-                } else {
-                    None
-                };
+                inner.senders.remove(w);
+                let next = inner.signal_sender(self.capacity);
                 drop(inner);
                 if let Some(next) = next {
                     next.wake();
@@ -728,6 +815,71 @@ mod tests {
             .collect();
         all.sort();
         assert_eq!(all, (0..8 * per).collect::<Vec<_>>());
+    }
+
+    /// Waiters registered with `register`, and how many of them were woken.
+    fn parked(n: usize, register: impl Fn(&Arc<Waiter>)) -> Vec<Arc<Waiter>> {
+        (0..n)
+            .map(|_| {
+                let w = Arc::new(Waiter::new());
+                register(&w);
+                w
+            })
+            .collect()
+    }
+
+    fn woken(waiters: &[Arc<Waiter>]) -> Vec<&Arc<Waiter>> {
+        // A park that ends at once tells (and takes) a pending wake-up.
+        waiters
+            .iter()
+            .filter(|w| w.park(Some(Instant::now())))
+            .collect()
+    }
+
+    #[test]
+    fn regression_a_burst_woke_every_parked_receiver() {
+        // Waking one parked receiver per message woke them all for a burst that the
+        // first ones drained; now no more are on their way than there are CPUs, and
+        // each one that comes back with a message wakes the next.
+        let limit = wait::wake_limit();
+        let n = limit + 3;
+        let ch = Channel::new(None);
+        let receivers = parked(n, |w| {
+            assert!(matches!(ch.poll_receive(Some(w)), Polled::Empty));
+        });
+        for i in 0..n as i64 {
+            ch.send(Msg::integer(i), Wait::Now, &mut never()).unwrap();
+        }
+        let first = woken(&receivers);
+        assert_eq!(first.len(), limit);
+        // The woken ones come back (as `receive` and `select` do) and take a
+        // message each; every message is taken, every receiver gets one.
+        let mut got = Vec::new();
+        let mut pending: Vec<&Arc<Waiter>> = first;
+        while let Some(w) = pending.pop() {
+            match ch.poll_receive(Some(w)) {
+                Polled::Message(m) => got.push(int(&m)),
+                _ => panic!("a receiver was woken for nothing"),
+            }
+            pending.extend(woken(&receivers));
+        }
+        got.sort();
+        assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn regression_room_woke_every_parked_sender() {
+        let limit = wait::wake_limit();
+        let n = limit + 3;
+        let ch = Channel::new(Some(n));
+        for i in 0..n as i64 {
+            ch.send(Msg::integer(i), Wait::Now, &mut never()).unwrap();
+        }
+        let senders = parked(n, |w| ch.inner.lock().senders.register(w));
+        for _ in 0..n {
+            ch.receive(Wait::Now, &mut never()).unwrap();
+        }
+        assert_eq!(woken(&senders).len(), limit);
     }
 
     #[test]

@@ -33,6 +33,20 @@ const PARKED: u8 = 2;
 /// round trip.
 pub const SPIN: Duration = Duration::from_micros(5);
 
+/// The CPUs this process may use.
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// How many waiters of one side of a source may be on their way at once: woken, and
+/// not back at the source's lock yet. More than there are CPUs to run them would only
+/// queue for a CPU, and most would find that the first ones took what they were
+/// woken for.
+pub fn wake_limit() -> usize {
+    cpus()
+}
+
 /// Threads spinning now, in the whole process.
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,9 +57,7 @@ struct SpinTurn;
 
 impl SpinTurn {
     fn take() -> Option<SpinTurn> {
-        static MAX: OnceLock<usize> = OnceLock::new();
-        let max = *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if SPINNING.fetch_add(1, Ordering::Relaxed) < max {
+        if SPINNING.fetch_add(1, Ordering::Relaxed) < cpus() {
             Some(SpinTurn)
         } else {
             SPINNING.fetch_sub(1, Ordering::Relaxed);
