@@ -44,6 +44,10 @@ for i = 1, 20000 do
   keep[#keep + 1] = {}
   if i % 100 == 0 then keep = {} end
 end
-for i = 1, 64 do for j = 1, 100 do grab[i][j] = j; grab[i]["k" .. j] = j end end
+-- Where the finalizer never got inside new (5.1, 5.2, LuaJIT: the GC step comes
+-- before the object exists), there is nothing to overwrite.
+if grab then
+  for i = 1, 64 do for j = 1, 100 do grab[i][j] = j; grab[i]["k" .. j] = j end end
+end
 collectgarbage()
 io.stderr:write("survived\n")
