@@ -119,6 +119,9 @@ impl Inner {
     /// wake-ups took most of the time. No message is left waiting while a receiver
     /// is parked: whoever changes the queue or comes back to it calls this.
     fn signal_receiver(&mut self) -> Option<Arc<Waiter>> {
+        if self.receivers.is_empty() {
+            return None;
+        }
         let waiting = self.queue.len() + self.offers.len();
         if self.receiver_signalled.len() >= waiting.min(wait::wake_limit()) {
             return None;
@@ -130,6 +133,9 @@ impl Inner {
 
     /// The same for senders of a bounded channel, with free places for messages.
     fn signal_sender(&mut self, capacity: Option<usize>) -> Option<Arc<Waiter>> {
+        if self.senders.is_empty() {
+            return None;
+        }
         let room = capacity.map_or(0, |c| c.saturating_sub(self.queue.len()));
         if self.sender_signalled.len() >= room.min(wait::wake_limit()) {
             return None;

@@ -249,6 +249,10 @@ impl WaitList {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
     pub fn contains(&self, w: &Arc<Waiter>) -> bool {
         self.waiters.iter().any(|x| Arc::ptr_eq(x, w))
     }
