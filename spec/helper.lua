@@ -302,6 +302,15 @@ function H.crashed(code, output)
     or output:find("panicked", 1, true) ~= nil
 end
 
+-- Runs `source` in a fresh interpreter (see H.run_lua) and asserts that it
+-- neither crashed nor failed; returns its output.
+function H.survives(source, env, limit)
+  local code, out = H.run_lua(source, env, limit or 60)
+  assert(not H.crashed(code, out), ("the interpreter crashed (exit %s):\n%s"):format(tostring(code), out))
+  assert.are.equal(0, code, out)
+  return out
+end
+
 ---------------------------------------------------------------------------
 -- The module file
 ---------------------------------------------------------------------------

@@ -14,18 +14,19 @@ use std::time::Duration;
 use mlua::ffi;
 
 use crate::barrier::{self, Panicked};
-use crate::child::Frame;
-use crate::copy::{prepare_source, transfer, CopyError, Failure, Unsupported, MAX_DEPTH};
+use crate::child::{error_prefix, Frame};
+use crate::copy::{prepare_source, transfer, CopyError, Failure, Rules, MAX_DEPTH};
 use crate::coroutine;
 use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
-use crate::names::{Module, LOGGER_FIELD};
+use crate::names::{Module, Text, ThreadName, LOGGER_FIELD};
 use crate::pool;
 use crate::raw::{
-    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, tagged_block, RawState,
+    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at,
+    tagged_block, RawState,
 };
 use crate::state::{budget_limit, ChildState};
-use crate::thread::{Joined, StartError, Thread};
+use crate::thread::{Extra, Joined, StartError, Thread};
 
 pub const VERSION: (ffi::lua_Integer, ffi::lua_Integer, ffi::lua_Integer) = (0, 1, 0);
 const VERSION_STRING: &CStr = c"0.1.0";
@@ -47,6 +48,8 @@ pub(crate) enum Raise {
     TooDeep,
     /// A message with no allocation behind it.
     Static(&'static CStr),
+    /// `bad argument #n to '<f>' (text)`.
+    Argument(c_int, Text),
     /// The work panicked.
     Panic(Panicked),
 }
@@ -72,6 +75,11 @@ pub(crate) unsafe fn raise(l: RawState, what: Raise) -> ! {
             }
             Raise::Static(msg) => {
                 ffi::lua_pushstring(l, msg.as_ptr());
+                raise_top(l)
+            }
+            Raise::Argument(n, text) => {
+                push_bytes(l, text.as_bytes());
+                ffi::luaL_argerror(l, n, ffi::lua_tostring(l, -1));
                 raise_top(l)
             }
             Raise::Panic(panicked) => {
@@ -104,6 +112,10 @@ impl From<CopyError> for Raise {
                 Raise::Static(why.message(c"stack overflow (no room to copy a table)"))
             }
             CopyError::Unsupported { index } => Raise::Unsupported(index),
+            CopyError::Refused { index, why, .. } => Raise::Argument(index, why),
+            CopyError::NeedNames => {
+                Raise::Static(c"llthreads: the names of C functions could not be looked up")
+            }
         }
     }
 }
@@ -324,7 +336,66 @@ unsafe extern "C-unwind" fn l_new_llthreads2(l: RawState) -> c_int {
 ///
 /// # Safety
 /// Called from a C function Lua called.
-unsafe fn new(l: RawState, module: Module) -> c_int {
+pub(crate) unsafe fn new(l: RawState, module: Module) -> c_int {
+    // SAFETY: see `create`; the check raises before anything is owned.
+    unsafe {
+        ffi::luaL_checklstring(l, 1, std::ptr::null_mut());
+        let nargs = ffi::lua_gettop(l);
+        create(l, module, Setup::chunk(1, 2, nargs))
+    }
+}
+
+/// Where a new thread's code is on the caller's stack.
+#[derive(Clone, Copy)]
+pub(crate) enum Code {
+    /// A string of source or bytecode at this index, compiled in the child.
+    Source(c_int),
+    /// A function at [`Setup::first`], copied with the values.
+    Function,
+}
+
+/// How [`create`] builds a thread: where its code and values are on the caller's
+/// stack, and what the options of `spawn` and `new{...}` add.
+pub(crate) struct Setup {
+    pub code: Code,
+    /// The values copied into the child (`first..=last`; for [`Code::Function`] the
+    /// function is the first of them).
+    pub first: c_int,
+    pub last: c_int,
+    pub rules: Rules,
+    /// The options' memory limit (the creator's own limit still binds).
+    pub memory_limit: Option<usize>,
+    /// Index of the creator's `package.path`, with its `package.cpath` just above
+    /// (strings, or nil where there are none), for the child to start with.
+    pub paths: Option<c_int>,
+    /// Index of a table of module name → loader for the child's `package.preload`.
+    pub preload: Option<c_int>,
+    /// Kept by the thread object; `None` for `new(code, ...)`.
+    pub extra: Option<Extra>,
+}
+
+impl Setup {
+    /// `new(code, ...)`'s: source at `code`, values by the contract's rules.
+    pub fn chunk(code: c_int, first: c_int, last: c_int) -> Setup {
+        Setup {
+            code: Code::Source(code),
+            first,
+            last,
+            rules: Rules::ARGUMENTS,
+            memory_limit: None,
+            paths: None,
+            preload: None,
+            extra: None,
+        }
+    }
+}
+
+/// Makes a thread object for `setup` and pushes it.
+///
+/// # Safety
+/// Called from a C function Lua called, with the stack as `setup` says, nothing above
+/// its indices but what it names.
+pub(crate) unsafe fn create(l: RawState, module: Module, mut setup: Setup) -> c_int {
     // SAFETY: raising calls happen before anything is owned (argument check, the
     // userdata) or after `build` returned and dropped what it owned. The stack is not
     // grown here: Lua gives a C function LUA_MINSTACK (20) free slots above its
@@ -332,13 +403,15 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
     // made, the copier's `SOURCE_SLOTS`, an error message), so `new` takes as many
     // arguments as the caller could pass.
     unsafe {
-        ffi::luaL_checklstring(l, 1, std::ptr::null_mut());
-        let nargs = ffi::lua_gettop(l);
-        let levels = prepare_source(l, 2, nargs);
-        let limit = memory_limit(l);
+        let top = ffi::lua_gettop(l);
+        let levels = prepare_source(l, setup.first, top);
+        let limit = match (memory_limit(l), setup.memory_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // The object exists before the child state, so a failure after this point
         // leaves an empty object for the collector, never a leaked state.
-        let at = nargs + 1;
+        let at = top + 1;
         let ud = ffi::lua_newuserdata(l, std::mem::size_of::<Slot>()) as *mut Slot;
         // Each allocation in this state may run a finalizer, and Lua code there can
         // replace this frame's values (`debug.setlocal` on a C frame): the object
@@ -357,12 +430,23 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
             raise(l, Raise::Static(TAMPERED));
         }
         ffi::lua_setmetatable(l, at);
-        let mut len = 0usize;
-        let code = ffi::luaL_checklstring(l, 1, &mut len);
-        let code = std::slice::from_raw_parts(code.cast::<u8>(), len);
+        let code = match setup.code {
+            Code::Source(idx) => {
+                let mut len = 0usize;
+                let code = ffi::luaL_checklstring(l, idx, &mut len);
+                Some(std::slice::from_raw_parts(code.cast::<u8>(), len))
+            }
+            Code::Function => {
+                if ffi::lua_type(l, setup.first) != ffi::LUA_TFUNCTION {
+                    raise(l, Raise::Static(TAMPERED));
+                }
+                None
+            }
+        };
+        let extra = setup.extra.take();
         let built = guarded(l, || {
-            build(l, module, code, nargs, limit, levels)
-                .map(|thread| Box::into_raw(Box::new(thread)))
+            build(l, code, &setup, limit, levels)
+                .map(|state| Box::into_raw(Box::new(Thread::new(module, state, extra.map(Box::new)))))
         });
         match built {
             Ok(thread) if still_at(l, at, ud.cast()) && (*slot).is_null() => {
@@ -390,20 +474,20 @@ unsafe fn still_at(l: RawState, idx: c_int, block: *mut c_void) -> bool {
     unsafe { ffi::lua_type(l, idx) == ffi::LUA_TUSERDATA && ffi::lua_touserdata(l, idx) == block }
 }
 
-/// Makes the child state: libraries, message handler, compiled chunk, copied arguments.
+/// Makes the child state: libraries, message handler, compiled chunk (or copied
+/// function), the options' paths and preloads, copied arguments.
 ///
 /// # Safety
-/// `l` is the calling state with `code` (argument 1, NUL-terminated as every Lua
-/// string is) and the arguments at `2..=nargs`, and the room `copy::prepare_source`
-/// made (`levels` table levels).
+/// `l` is the calling state with the values `setup` names, `code` (NUL-terminated
+/// as every Lua string is) for source code, and the room `copy::prepare_source` made
+/// (`levels` table levels).
 unsafe fn build(
     l: RawState,
-    module: Module,
-    code: &[u8],
-    nargs: c_int,
+    code: Option<&[u8]>,
+    setup: &Setup,
     limit: Option<usize>,
     levels: c_int,
-) -> Result<Thread, Raise> {
+) -> Result<ChildState, Raise> {
     let state = ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?;
     let c = state.raw();
     let mut load_failed = false;
@@ -414,6 +498,9 @@ unsafe fn build(
             // Before any code of the chunk's, so that interrupts follow its coroutines.
             coroutine::install(c);
             ffi::lua_pushcfunction(c, traceback);
+            let Some(code) = code else {
+                return Frame::HANDLER;
+            };
             let name = code.as_ptr().cast();
             if ffi::luaL_loadbuffer(c, code.as_ptr().cast(), code.len(), name) != ffi::LUA_OK {
                 load_failed = true;
@@ -429,13 +516,123 @@ unsafe fn build(
         unsafe { push_message(c, l, b"") };
         return Err(Raise::Top);
     }
-    // SAFETY: `c` holds `[handler, chunk]`; the parent `l` is only read, with the
-    // free slots Lua gives `new` (see there).
-    match unsafe { transfer(l, c, 2, nargs, Unsupported::Refuse, levels) } {
-        Ok(_) => Ok(Thread::new(module, state)),
+    // SAFETY: `c` is fresh and used by this thread only; `l` is only read.
+    unsafe {
+        if let Some(paths) = setup.paths {
+            give_paths(l, c, paths)?;
+        }
+        if let Some(preload) = setup.preload {
+            give_preload(l, c, preload, levels)?;
+        }
+    }
+    // SAFETY: `c` holds `[handler, chunk]` or `[handler]`; the parent `l` is only read,
+    // with the free slots Lua gives `new` (see there).
+    match unsafe { transfer(l, c, setup.first, setup.last, setup.rules, levels) } {
+        Ok(_) => Ok(state),
         Err(Failure::Copy(e)) => Err(e.into()),
         Err(Failure::Raised) => {
             // SAFETY: as above.
+            unsafe { push_message(c, l, b"") };
+            Err(Raise::Top)
+        }
+    }
+}
+
+/// Pushes `package` of `c` (its table in `package.loaded`, read raw), or raises.
+///
+/// # Safety
+/// Protected on `c`.
+unsafe fn push_package(c: RawState) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushstring(c, c"_LOADED".as_ptr());
+        ffi::lua_rawget(c, ffi::LUA_REGISTRYINDEX);
+        if ffi::lua_type(c, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushstring(c, c"package".as_ptr());
+            ffi::lua_rawget(c, -2);
+            if ffi::lua_type(c, -1) == ffi::LUA_TTABLE {
+                ffi::lua_replace(c, -2);
+                return;
+            }
+        }
+        ffi::lua_pushstring(c, c"llthreads: the new state has no package library".as_ptr());
+        ffi::lua_error(c);
+    }
+}
+
+/// Sets the child's `package.path` and `package.cpath` to the strings at `at` and
+/// `at + 1` of the parent (where they are strings).
+///
+/// # Safety
+/// `c` is fresh, used by this thread only; `l` holds those values and is only read.
+unsafe fn give_paths(l: RawState, c: RawState, at: c_int) -> Result<(), Raise> {
+    let mut body = |c: RawState| -> c_int {
+        // SAFETY: protected on `c`; `l` is read without raising (strings only).
+        unsafe {
+            push_package(c);
+            for (idx, field) in [(at, c"path"), (at + 1, c"cpath")] {
+                if let Some(value) = string_at(l, idx) {
+                    ffi::lua_pushstring(c, field.as_ptr());
+                    push_bytes(c, value);
+                    ffi::lua_rawset(c, -3);
+                }
+            }
+        }
+        0
+    };
+    // SAFETY: see the function's contract; the body owns nothing and does not panic.
+    match unsafe { protected(c, 0, 0, &mut body) } {
+        ffi::LUA_OK => Ok(()),
+        _ => {
+            // SAFETY: the error object is on `c`'s top.
+            unsafe { push_message(c, l, b"") };
+            Err(Raise::Top)
+        }
+    }
+}
+
+/// Copies the table of loaders at `l[at]` (module name → function) into the child's
+/// `package.preload`.
+///
+/// # Safety
+/// As for [`give_paths`], with the room `prepare_source` made (`levels`).
+unsafe fn give_preload(l: RawState, c: RawState, at: c_int, levels: c_int) -> Result<(), Raise> {
+    // SAFETY: see the function's contract.
+    match unsafe { transfer(l, c, at, at, Rules::VALUES, levels) } {
+        Ok(_) => {}
+        Err(Failure::Copy(e)) => return Err(e.into()),
+        Err(Failure::Raised) => {
+            // SAFETY: the error object is on `c`'s top.
+            unsafe { push_message(c, l, b"") };
+            return Err(Raise::Top);
+        }
+    }
+    let mut body = |c: RawState| -> c_int {
+        // SAFETY: protected on `c`; the copied table is argument 1; raw operations.
+        unsafe {
+            push_package(c);
+            ffi::lua_pushstring(c, c"preload".as_ptr());
+            ffi::lua_rawget(c, -2);
+            if ffi::lua_type(c, -1) != ffi::LUA_TTABLE || ffi::lua_type(c, 1) != ffi::LUA_TTABLE {
+                ffi::lua_pushstring(c, c"llthreads: the new state has no package.preload".as_ptr());
+                ffi::lua_error(c);
+            }
+            let preload = ffi::lua_gettop(c);
+            ffi::lua_pushnil(c);
+            while ffi::lua_next(c, 1) != 0 {
+                ffi::lua_pushvalue(c, -2);
+                ffi::lua_insert(c, -2);
+                ffi::lua_rawset(c, preload);
+            }
+        }
+        0
+    };
+    // SAFETY: the copy is on `c`'s top (the body's argument); the body owns nothing
+    // and does not panic.
+    match unsafe { protected(c, 1, 0, &mut body) } {
+        ffi::LUA_OK => Ok(()),
+        _ => {
+            // SAFETY: the error object is on `c`'s top.
             unsafe { push_message(c, l, b"") };
             Err(Raise::Top)
         }
@@ -513,11 +710,11 @@ pub(crate) unsafe fn thread_slot(l: RawState, idx: c_int) -> *mut *mut Thread {
 ///
 /// # Safety
 /// Raising allowed (nothing owned), two free slots.
-pub(crate) unsafe fn fail(l: RawState, msg: &str) -> c_int {
+pub(crate) unsafe fn fail(l: RawState, msg: impl AsRef<[u8]>) -> c_int {
     // SAFETY: see the function's contract.
     unsafe {
         ffi::lua_pushnil(l);
-        push_bytes(l, msg.as_bytes());
+        push_bytes(l, msg.as_ref());
     }
     2
 }
@@ -527,57 +724,37 @@ unsafe extern "C-unwind" fn l_start(l: RawState) -> c_int {
     // into plain data (the error text copied to a stack buffer) before any push.
     unsafe {
         let thread = check_thread(l, 1);
-        let detached = ffi::lua_toboolean(l, 2) != 0;
-        let joinable = if ffi::lua_type(l, 3) == ffi::LUA_TNONE {
-            !detached
+        let (detached, joinable) = if ffi::lua_gettop(l) <= 1 {
+            (*thread).default_modes()
         } else {
-            ffi::lua_toboolean(l, 3) != 0
+            let detached = ffi::lua_toboolean(l, 2) != 0;
+            let joinable = if ffi::lua_type(l, 3) == ffi::LUA_TNONE {
+                !detached
+            } else {
+                ffi::lua_toboolean(l, 3) != 0
+            };
+            (detached, joinable)
         };
         let outcome = guarded(l, || match (*thread).start(detached, joinable) {
             Ok(()) => None,
-            Err(StartError::AlreadyStarted) => Some(ErrorText::new("Thread already started.")),
-            Err(StartError::Os(e)) => Some(ErrorText::os(&e)),
+            Err(StartError::AlreadyStarted) => Some(Text::new("Thread already started.")),
+            Err(StartError::Os(e)) => Some(os_error_text(&e)),
         });
         match outcome {
             None => {
                 ffi::lua_settop(l, 1);
                 1
             }
-            Some(text) => fail(l, text.as_str()),
+            Some(text) => fail(l, text.as_bytes()),
         }
     }
 }
 
-/// An error message in a fixed buffer, so no heap value is alive when it is pushed.
-#[derive(Clone, Copy)]
-struct ErrorText {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl ErrorText {
-    /// `text`, cut to the buffer's size.
-    fn new(text: &str) -> ErrorText {
-        let mut t = ErrorText {
-            buf: [0; 256],
-            len: 0,
-        };
-        let len = text.len().min(t.buf.len());
-        t.buf[..len].copy_from_slice(&text.as_bytes()[..len]);
-        t.len = len;
-        t
-    }
-
-    /// The system's text for `e`, as `strerror` gives it.
-    fn os(e: &std::io::Error) -> ErrorText {
-        let text = e.to_string();
-        // Rust appends " (os error N)"; the C original gives the bare strerror text.
-        ErrorText::new(text.split(" (os error").next().unwrap_or(""))
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("thread creation failed")
-    }
+/// The system's text for `e`, as `strerror` gives it.
+pub(crate) fn os_error_text(e: &std::io::Error) -> Text {
+    let text = e.to_string();
+    // Rust appends " (os error N)"; the C original gives the bare strerror text.
+    Text::new(text.split(" (os error").next().unwrap_or(""))
 }
 
 /// What `join` found, as plain data.
@@ -602,6 +779,12 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
         } else {
             duration_from_ms(ffi::luaL_checknumber(l, 2))
         };
+        let name = (*thread).name().copied();
+        let rules = if (*thread).copies_functions() {
+            Rules::VALUE_RESULTS
+        } else {
+            Rules::RESULTS
+        };
         let outcome = guarded(l, || match (*thread).join(timeout) {
             Err(refusal) => JoinOutcome::Fail(refusal.message()),
             Ok(Joined::Timeout) => JoinOutcome::Fail("timeout"),
@@ -609,7 +792,7 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
                 JoinOutcome::Raise(Raise::Static(module.interrupted_error()))
             }
             Ok(Joined::Closed) => JoinOutcome::Closed,
-            Ok(Joined::State(state, status)) => match push_results(l, state, status) {
+            Ok(Joined::State(state, status)) => match push_results(l, state, status, name, rules) {
                 Ok(n) => JoinOutcome::Pushed(n),
                 Err(what) => JoinOutcome::Raise(what),
             },
@@ -633,22 +816,30 @@ fn duration_from_ms(ms: f64) -> Option<Duration> {
         .flatten()
 }
 
-/// Pushes `true, results...` or `false, "Error from child thread: " .. msg`, then
+/// Pushes `true, results...` (copied by `rules`) or `false, "Error from child
+/// thread: " .. msg` (`"Error from child thread 'name': "` for a named thread), then
 /// closes the child state.
 ///
 /// # Safety
 /// `l` is the calling state; `state` finished running (its stack is
 /// `[handler, results...]` with room left by the child runtime). Raises nothing: the
 /// pushes onto `l` either cannot raise or run protected.
-unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<c_int, Raise> {
+unsafe fn push_results(
+    l: RawState,
+    state: ChildState,
+    status: c_int,
+    name: Option<ThreadName>,
+    rules: Rules,
+) -> Result<c_int, Raise> {
     let c = state.raw();
+    let prefix = error_prefix(b"Error from child thread", name.as_ref());
     // SAFETY: `l` is the calling state with LUA_MINSTACK slots in a C function and
     // owns nothing here; the finished child `c` is only read, with the room the child
     // runtime left on its stack.
     let outcome = unsafe {
         if status != ffi::LUA_OK {
             ffi::lua_pushboolean(l, 0);
-            push_message(c, l, b"Error from child thread: ");
+            push_message(c, l, prefix.as_bytes());
             Ok(2)
         } else {
             ffi::lua_pushboolean(l, 1);
@@ -662,7 +853,7 @@ unsafe fn push_results(l: RawState, state: ChildState, status: c_int) -> Result<
                 l,
                 Frame::FIRST_RESULT,
                 last,
-                Unsupported::Describe,
+                rules,
                 levels,
             )
             .map(|n| n + 1)

@@ -14,7 +14,7 @@ use mlua::ffi;
 
 use crate::api::{self, fail, guarded, raise, set_function, Raise};
 use crate::channel::{Channel, Failed, Wait};
-use crate::copy::{deliver, encode, prepare_source};
+use crate::copy::{c_function_names, deliver, encode, prepare_source, CopyError};
 use crate::handle;
 use crate::interrupt;
 use crate::names::Module;
@@ -45,7 +45,7 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
     handle::set_methods(METHODS);
     // SAFETY: see the function's contract; the module table is left on top.
     unsafe {
-        let n = api::open(l, module);
+        let n = crate::api_spawn::open(l, module);
         set_function(l, c"channel", l_channel);
         set_function(l, c"select", l_select);
         set_function(l, c"sleep", l_sleep);
@@ -283,6 +283,8 @@ enum Outcome {
     /// `item, nil, "closed"` for item `i` (from 1) of `select`'s list.
     Closed(usize),
     Raise(Raise),
+    /// `send` met a C function to send by name: look the names up, then send again.
+    NeedNames,
 }
 
 fn failure(failed: Failed, module: Option<Module>) -> Outcome {
@@ -306,6 +308,7 @@ unsafe fn finish(l: RawState, outcome: Outcome) -> c_int {
                 fail(l, "closed") + 1
             }
             Outcome::Raise(what) => raise(l, what),
+            Outcome::NeedNames => raise(l, CopyError::NeedNames.into()),
         }
     }
 }
@@ -315,14 +318,23 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
     // SAFETY: called by Lua; checks first, then the helper owns the message, then
     // the outcome is pushed or raised once it has returned.
     unsafe {
-        let channel = check_channel(l, 1);
-        if ffi::lua_isnoneornil(l, 2) != 0 {
-            arg_error(l, 2, c"nil cannot be sent");
+        let mut names_fresh = false;
+        loop {
+            let channel = check_channel(l, 1);
+            if ffi::lua_isnoneornil(l, 2) != 0 {
+                arg_error(l, 2, c"nil cannot be sent");
+            }
+            let wait = check_wait(l, 3);
+            let levels = prepare_source(l, 2, 2);
+            let outcome = guarded(l, || send(l, &*channel, wait, levels, names_fresh));
+            if matches!(outcome, Outcome::NeedNames) && !names_fresh {
+                // Lua code may run here (finalizers), so everything is checked again.
+                c_function_names(l);
+                names_fresh = true;
+                continue;
+            }
+            return finish(l, outcome);
         }
-        let wait = check_wait(l, 3);
-        let levels = prepare_source(l, 2, 2);
-        let outcome = guarded(l, || send(l, &*channel, wait, levels));
-        finish(l, outcome)
     }
 }
 
@@ -330,10 +342,17 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
 /// `l` has the value at 2 and the room `prepare_source` made (`levels` table levels);
 /// `channel` stays valid
 /// (no Lua code runs here).
-unsafe fn send(l: RawState, channel: &Channel, wait: Wait, levels: c_int) -> Outcome {
+unsafe fn send(
+    l: RawState,
+    channel: &Channel,
+    wait: Wait,
+    levels: c_int,
+    names_fresh: bool,
+) -> Outcome {
     // SAFETY: see the function's contract; encoding only reads `l`.
-    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len), levels) } {
+    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len), levels, names_fresh) } {
         Ok(msg) => msg,
+        Err(CopyError::NeedNames) => return Outcome::NeedNames,
         Err(e) => return Outcome::Raise(e.into()),
     };
     let mut module = None;

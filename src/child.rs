@@ -13,9 +13,9 @@ use mlua::ffi;
 
 use crate::copy::{reserve, SOURCE_SLOTS};
 use crate::errors::{describe_error, NO_MESSAGE};
-use crate::names::LOGGER_FIELD;
+use crate::names::{Text, ThreadName, LOGGER_FIELD};
 use crate::pool;
-use crate::raw::{protected, string_at, RawState};
+use crate::raw::{protected, push_bytes, string_at, RawState};
 use crate::record::Record;
 use crate::state::ChildState;
 
@@ -42,6 +42,19 @@ pub enum Owner {
     Parent(RawState),
 }
 
+/// `what: ` or, for a named thread, `what 'name': `: how an error from it begins.
+pub fn error_prefix(what: &[u8], name: Option<&ThreadName>) -> Text {
+    let mut text = Text::new("");
+    text.push(what);
+    if let Some(name) = name {
+        text.push(b" '");
+        text.push(name.as_bytes());
+        text.push(b"'");
+    }
+    text.push(b": ");
+    text
+}
+
 /// A raw state pointer handed to the child thread while the parent keeps ownership.
 struct Lent(RawState);
 
@@ -50,13 +63,19 @@ struct Lent(RawState);
 // child's own thread (see `interrupt.rs`).
 unsafe impl Send for Lent {}
 
-/// Runs the chunk prepared on `owner`'s state on the reserved worker thread.
-pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
+/// Runs the chunk prepared on `owner`'s state on the reserved worker thread, which
+/// carries `name` (as the OS shows it) while the chunk runs.
+pub fn spawn(
+    worker: pool::Reserved,
+    owner: Owner,
+    record: Arc<Record>,
+    name: Option<Box<ThreadName>>,
+) {
     match owner {
         // The worker goes back to the pool before the record says "finished", so a
         // parent that sees it finished and then closes finds the worker parked.
         Owner::Child(state) => worker.run(Box::new(move |handback: pool::Handback<'_>| {
-            let status = run_chunk(state.raw(), &record);
+            let status = named(name.as_deref(), || run_chunk(state.raw(), &record, name.as_deref()));
             drop(state);
             log::debug!("child thread closed its own state");
             handback.then(|| record.finish(status));
@@ -65,11 +84,30 @@ pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
             let lent = Lent(raw);
             worker.run(Box::new(move |handback: pool::Handback<'_>| {
                 let lent = lent;
-                let status = run_chunk(lent.0, &record);
+                let status = named(name.as_deref(), || run_chunk(lent.0, &record, name.as_deref()));
                 handback.then(|| record.finish(status));
             }))
         }
     }
+}
+
+/// Runs `f` with this OS thread named `name` (when there is one), then gives the
+/// thread its name back: pooled workers serve other threads next.
+fn named<T>(name: Option<&ThreadName>, f: impl FnOnce() -> T) -> T {
+    let Some(name) = name else {
+        return f();
+    };
+    let mut old = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into `old`;
+    // PR_SET_NAME reads a NUL-terminated string of which it keeps 15 bytes.
+    unsafe {
+        libc::prctl(libc::PR_GET_NAME, old.as_mut_ptr());
+        libc::prctl(libc::PR_SET_NAME, name.as_cstr().as_ptr());
+    }
+    let value = f();
+    // SAFETY: as above; `old` is NUL-terminated (the kernel wrote at most 15 bytes).
+    unsafe { libc::prctl(libc::PR_SET_NAME, old.as_ptr()) };
+    value
 }
 
 /// Runs the chunk and reports its error; returns the chunk's `lua_pcall` status.
@@ -77,7 +115,7 @@ pub fn spawn(worker: pool::Reserved, owner: Owner, record: Arc<Record>) {
 /// The chunk is called straight from the state's base level, with nothing of the
 /// library's below it: a traceback ends at the chunk's own frame, and a stack that
 /// holds the results or the arguments is limited by Lua's size only.
-fn run_chunk(l: RawState, record: &Record) -> c_int {
+fn run_chunk(l: RawState, record: &Record, name: Option<&ThreadName>) -> c_int {
     // SAFETY: (1) this thread is the only user of `l` until `record.finish`; (2) the
     // stack is laid out as `Frame` says; (3) `lua_pcall` catches every error the chunk
     // raises (it never raises itself), and this frame owns nothing.
@@ -99,7 +137,7 @@ fn run_chunk(l: RawState, record: &Record) -> c_int {
     }
     if status != ffi::LUA_OK {
         // SAFETY: same exclusive use of `l`; the error object is on top, with room.
-        unsafe { report_error(l) };
+        unsafe { report_error(l, name) };
     }
     status
 }
@@ -149,28 +187,27 @@ unsafe fn keep_room_for_results(l: RawState) -> c_int {
     ffi::LUA_ERRRUN
 }
 
-/// Passes `"Error from thread: " .. msg` to the state's logger, or writes it to stderr
-/// when there is none. An error raised by the logger is swallowed.
+/// Passes `"Error from thread: " .. msg` (`"Error from thread 'name': "` for a named
+/// thread) to the state's logger, or writes it to stderr when there is none. An error
+/// raised by the logger is swallowed.
 ///
 /// # Safety
 /// `l` is used by this thread only, with the error object on top and two free slots.
-unsafe fn report_error(l: RawState) {
+unsafe fn report_error(l: RawState, name: Option<&ThreadName>) {
+    let prefix = error_prefix(b"Error from thread", name);
+    let prefix = prefix.as_bytes();
     let mut logger_failed = false;
     let mut body = |l: RawState| -> c_int {
         // SAFETY: runs protected on `l` (see `protected`); the error object is arg 1.
         unsafe {
+            push_bytes(l, prefix);
             match ffi::lua_type(l, 1) {
-                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
-                    ffi::lua_pushstring(l, c"Error from thread: ".as_ptr());
-                    ffi::lua_pushvalue(l, 1);
-                    ffi::lua_concat(l, 2);
-                }
+                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => ffi::lua_pushvalue(l, 1),
                 _ => {
-                    ffi::lua_pushstring(l, c"Error from thread: ".as_ptr());
                     ffi::lua_pushstring(l, NO_MESSAGE.as_ptr());
-                    ffi::lua_concat(l, 2);
                 }
             }
+            ffi::lua_concat(l, 2);
             ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, LOGGER_FIELD.as_ptr());
             if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
                 ffi::lua_settop(l, -2);

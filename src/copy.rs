@@ -7,6 +7,15 @@
 //! message, message to state) share their rules: cycles, the depth limit, unsupported
 //! values, and channels, which are copied as the same channel.
 //!
+//! Where the [`Rules`] allow functions (`spawn`, `new{...}`, channel messages), a Lua
+//! function crosses as its bytecode (`lua_dump`, debug information kept) plus its
+//! upvalues, each copied by the same rules: a function met twice is one function in
+//! the copy (so a local function that calls itself works), upvalues shared between
+//! closures stay shared where the flavour can join them (not on 5.1), and the source's
+//! global table becomes the target's. A C function that cannot travel as a pointer
+//! (it has upvalues, or is a LuaJIT built-in without one) travels as its name in the
+//! source's loaded modules (`math.floor`), found in [`c_function_names`].
+//!
 //! Writing a state runs inside a protected call on that *target* state (writes there
 //! can raise: allocation). The source state is only read, with calls that cannot raise
 //! provided the source stack has room: [`SOURCE_SLOTS`] free slots on entry, which the
@@ -20,11 +29,16 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use mlua::ffi;
 
+use std::fmt::Write as _;
+
 use crate::channel::{Channel, Msg};
 use crate::handle;
 use crate::message::{Encoder, Item, Reader, View};
+use crate::names::Text;
 use crate::pin;
-use crate::raw::{protected, push_bytes, RawState};
+use crate::raw::{protected, push_bytes, registry_get, registry_set, RawState};
+#[cfg(not(feature = "lua51"))]
+use crate::raw::{upvalue_id, upvalue_join};
 
 /// Deepest value nesting copied; counted per value, as the C original counts it:
 /// a top-level value is at depth 1 and a table's keys and values one deeper.
@@ -132,9 +146,14 @@ pub unsafe fn reserve(l: RawState, n: c_int) -> Result<(), Shortage> {
 pub unsafe fn prepare_source(l: RawState, first: c_int, last: c_int) -> c_int {
     const CALLER: c_int = 4;
     // Flat values need no level: then nothing runs (no protected call, no garbage),
-    // which keeps sending numbers and strings cheap.
+    // which keeps sending numbers and strings cheap. A function's upvalues are a level.
     // SAFETY: type reads only.
-    if !(first..=last).any(|i| unsafe { ffi::lua_type(l, i) } == ffi::LUA_TTABLE) {
+    if !(first..=last).any(|i| {
+        matches!(
+            unsafe { ffi::lua_type(l, i) },
+            ffi::LUA_TTABLE | ffi::LUA_TFUNCTION
+        )
+    }) {
         return 0;
     }
     #[cfg(any(feature = "lua51", feature = "luajit"))]
@@ -210,6 +229,51 @@ pub enum CopyError {
     /// A value that cannot cross states, inside the top-level value at this source
     /// index (only when copying arguments; results get a placeholder string instead).
     Unsupported { index: c_int },
+    /// Where functions are copied: a value that cannot cross, inside the top-level
+    /// value at `index`, and why (`upvalue 'f' of function x.lua:3: a userdata
+    /// cannot be copied`). `located` once the innermost function named itself.
+    Refused {
+        index: c_int,
+        why: Text,
+        located: bool,
+    },
+    /// A C function that can only travel by name met before the names were looked
+    /// up: look them up ([`c_function_names`]) and copy again.
+    NeedNames,
+}
+
+/// What a copy may carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub unsupported: Unsupported,
+    /// Lua functions (with their upvalues) and C functions known by name cross, and
+    /// the source's global table becomes the target's; else a Lua function is
+    /// unsupported, as `new`'s contract says.
+    pub functions: bool,
+}
+
+impl Rules {
+    /// `new`'s arguments.
+    pub const ARGUMENTS: Rules = Rules {
+        unsupported: Unsupported::Refuse,
+        functions: false,
+    };
+    /// `join`'s results of a `new` thread.
+    pub const RESULTS: Rules = Rules {
+        unsupported: Unsupported::Describe,
+        functions: false,
+    };
+    /// Values of the entry points that copy functions: `spawn`, `new{...}`, channel
+    /// messages.
+    pub const VALUES: Rules = Rules {
+        unsupported: Unsupported::Refuse,
+        functions: true,
+    };
+    /// `join`'s results of a thread made by `spawn` or `new{...}`.
+    pub const VALUE_RESULTS: Rules = Rules {
+        unsupported: Unsupported::Describe,
+        functions: true,
+    };
 }
 
 /// What to do with values that cannot be copied.
@@ -247,6 +311,27 @@ trait Sink {
     unsafe fn table_begin(&mut self, key: *const c_void, narr: c_int) -> bool;
     unsafe fn table_entry(&mut self);
     unsafe fn table_end(&mut self);
+    /// Writes the copy made earlier in this copy of the function known as `key`, when
+    /// there is one, and says so.
+    unsafe fn function_seen(&mut self, key: *const c_void) -> bool;
+    /// Starts the function known as `key` from its bytecode; each upvalue follows in
+    /// order (a value then [`Sink::upvalue`], or a [`Sink::shared_upvalue`] that said
+    /// `true`), then [`Sink::function_end`].
+    unsafe fn function_begin(&mut self, key: *const c_void, code: &[u8]);
+    /// Upvalue `n` of the current function, whose identity is `id`: joins it to the
+    /// same upvalue of an earlier function and returns `true`, or remembers it and
+    /// returns `false` (its value follows). `function` is the current function's key.
+    #[cfg_attr(feature = "lua51", allow(dead_code))]
+    unsafe fn shared_upvalue(&mut self, n: c_int, id: *const c_void, function: *const c_void)
+        -> bool;
+    /// The value just written is upvalue `n` of the current function.
+    unsafe fn upvalue(&mut self, n: c_int);
+    unsafe fn function_end(&mut self);
+    /// The target's global table.
+    unsafe fn globals(&mut self);
+    /// The C function that the target's loaded modules hold as `name`
+    /// (`module\0field`).
+    unsafe fn named(&mut self, name: &[u8]);
 }
 
 /// Writes onto a target state's stack. Tables met more than once become one table in
@@ -330,28 +415,13 @@ impl Sink for StateSink {
         }
     }
     unsafe fn table_begin(&mut self, key: *const c_void, narr: c_int) -> bool {
-        let to = self.to;
-        // SAFETY: raising is allowed; the cache slot exists (made by `new`).
+        // SAFETY: raising is allowed; `cached` made room for the new table.
         unsafe {
-            room_on_target(to, 4, c"stack overflow (copy too deep)");
-            if !self.has_cache {
-                ffi::lua_newtable(to);
-                ffi::lua_replace(to, self.cache);
-                self.has_cache = true;
-            }
-            expect_table(to, self.cache);
-            ffi::lua_pushlightuserdata(to, key as *mut c_void);
-            ffi::lua_rawget(to, self.cache);
-            if ffi::lua_type(to, -1) != ffi::LUA_TNIL {
+            if self.cached(key) {
                 return true;
             }
-            ffi::lua_settop(to, -2);
-            ffi::lua_createtable(to, narr, 0);
-            ffi::lua_pushlightuserdata(to, key as *mut c_void);
-            ffi::lua_pushvalue(to, -2);
-            // Again: creating the table may have run a finalizer.
-            expect_table(to, self.cache);
-            ffi::lua_rawset(to, self.cache);
+            ffi::lua_createtable(self.to, narr, 0);
+            self.remember(key);
         }
         false
     }
@@ -363,6 +433,240 @@ impl Sink for StateSink {
         }
     }
     unsafe fn table_end(&mut self) {}
+    unsafe fn function_seen(&mut self, key: *const c_void) -> bool {
+        // SAFETY: raising is allowed.
+        unsafe { self.cached(key) }
+    }
+    unsafe fn function_begin(&mut self, key: *const c_void, code: &[u8]) {
+        let to = self.to;
+        // SAFETY: raising is allowed. The bytecode was made by `lua_dump` of this Lua
+        // version (binary mode only: never source text).
+        unsafe {
+            self.make_room();
+            let status = ffi::luaL_loadbufferx(
+                to,
+                code.as_ptr().cast(),
+                code.len(),
+                c"=(copied function)".as_ptr(),
+                c"b".as_ptr(),
+            );
+            if status != ffi::LUA_OK {
+                ffi::lua_error(to);
+            }
+            self.remember(key);
+        }
+    }
+    unsafe fn shared_upvalue(&mut self, n: c_int, id: *const c_void, _: *const c_void) -> bool {
+        #[cfg(feature = "lua51")]
+        {
+            let _ = (n, id);
+            false
+        }
+        #[cfg(not(feature = "lua51"))]
+        // SAFETY: raising is allowed; every slot is checked before a raw call on it
+        // (Lua code run by an allocation may replace them).
+        unsafe {
+            let to = self.to;
+            room_on_target(to, 4, c"stack overflow (copy too deep)");
+            expect_table(to, self.cache);
+            ffi::lua_pushlightuserdata(to, id as *mut c_void);
+            ffi::lua_rawget(to, self.cache);
+            if ffi::lua_type(to, -1) == ffi::LUA_TTABLE {
+                // [function, {first, m}]
+                ffi::lua_rawgeti(to, -1, 1);
+                ffi::lua_rawgeti(to, -2, 2);
+                let m = ffi::lua_tointeger(to, -1) as c_int;
+                ffi::lua_settop(to, -2);
+                expect_lua_function(to, -3);
+                expect_lua_function(to, -1);
+                if m < 1 || !has_upvalue(to, -1, m) || !has_upvalue(to, -3, n) {
+                    tampered(to);
+                }
+                upvalue_join(to, -3, n, -1, m);
+                ffi::lua_settop(to, -3);
+                return true;
+            }
+            ffi::lua_settop(to, -2);
+            // cache[id] = {function, n}: the first function with this upvalue.
+            ffi::lua_createtable(to, 2, 0);
+            ffi::lua_pushvalue(to, -2);
+            expect_table(to, -2);
+            ffi::lua_rawseti(to, -2, 1);
+            ffi::lua_pushinteger(to, n as ffi::lua_Integer);
+            expect_table(to, -2);
+            ffi::lua_rawseti(to, -2, 2);
+            ffi::lua_pushlightuserdata(to, id as *mut c_void);
+            ffi::lua_insert(to, -2);
+            expect_table(to, self.cache);
+            ffi::lua_rawset(to, self.cache);
+            false
+        }
+    }
+    unsafe fn upvalue(&mut self, n: c_int) {
+        // SAFETY: raising is allowed; the function is below the value.
+        unsafe {
+            expect_lua_function(self.to, -2);
+            if ffi::lua_setupvalue(self.to, -2, n).is_null() {
+                ffi::lua_settop(self.to, -2);
+            }
+        }
+    }
+    unsafe fn function_end(&mut self) {}
+    unsafe fn globals(&mut self) {
+        // SAFETY: raising is allowed; room was checked for this value.
+        unsafe { push_globals(self.to) }
+    }
+    unsafe fn named(&mut self, name: &[u8]) {
+        // SAFETY: raising is allowed.
+        unsafe { push_named(self.to, name) }
+    }
+}
+
+impl StateSink {
+    /// Pushes the copy cached under `key` and returns `true`, or makes room for a new
+    /// copy and returns `false`.
+    ///
+    /// # Safety
+    /// Protected on the target (may raise).
+    unsafe fn cached(&mut self, key: *const c_void) -> bool {
+        let to = self.to;
+        // SAFETY: raising is allowed.
+        unsafe {
+            self.make_room();
+            ffi::lua_pushlightuserdata(to, key as *mut c_void);
+            ffi::lua_rawget(to, self.cache);
+            if ffi::lua_type(to, -1) != ffi::LUA_TNIL {
+                return true;
+            }
+            ffi::lua_settop(to, -2);
+        }
+        false
+    }
+
+    /// Makes room for a table or function and the cache, which it makes on first use.
+    ///
+    /// # Safety
+    /// Protected on the target (may raise).
+    unsafe fn make_room(&mut self) {
+        let to = self.to;
+        // SAFETY: raising is allowed; the cache slot exists (made by `new`).
+        unsafe {
+            room_on_target(to, 4, c"stack overflow (copy too deep)");
+            if !self.has_cache {
+                ffi::lua_newtable(to);
+                ffi::lua_replace(to, self.cache);
+                self.has_cache = true;
+            }
+            expect_table(to, self.cache);
+        }
+    }
+
+    /// Caches the new copy on top under `key`.
+    ///
+    /// # Safety
+    /// Protected on the target (may raise); `cached` said `false` for `key` just before.
+    unsafe fn remember(&mut self, key: *const c_void) {
+        let to = self.to;
+        // SAFETY: raising is allowed. Checked again: making the copy may have run a
+        // finalizer.
+        unsafe {
+            ffi::lua_pushlightuserdata(to, key as *mut c_void);
+            ffi::lua_pushvalue(to, -2);
+            expect_table(to, self.cache);
+            ffi::lua_rawset(to, self.cache);
+        }
+    }
+
+    /// Makes upvalue `n` of the function on top refer to upvalue `m` of the function
+    /// cached under `function` (a message's join).
+    ///
+    /// # Safety
+    /// Protected on the target (may raise).
+    #[cfg_attr(feature = "lua51", allow(unused_variables))]
+    unsafe fn join(&mut self, n: c_int, function: *const c_void, m: c_int) {
+        #[cfg(not(feature = "lua51"))]
+        // SAFETY: raising is allowed; both values are checked to be Lua functions
+        // with those upvalues before the unchecked join.
+        unsafe {
+            let to = self.to;
+            room_on_target(to, 2, c"stack overflow (copy too deep)");
+            expect_table(to, self.cache);
+            ffi::lua_pushlightuserdata(to, function as *mut c_void);
+            ffi::lua_rawget(to, self.cache);
+            expect_lua_function(to, -2);
+            expect_lua_function(to, -1);
+            if n < 1 || m < 1 || !has_upvalue(to, -2, n) || !has_upvalue(to, -1, m) {
+                tampered(to);
+            }
+            upvalue_join(to, -2, n, -1, m);
+            ffi::lua_settop(to, -2);
+        }
+    }
+}
+
+/// Pushes `l`'s global table.
+///
+/// # Safety
+/// `l` has a free slot; never raises.
+unsafe fn push_globals(l: RawState) {
+    // SAFETY: see the function's contract; raw reads.
+    unsafe {
+        #[cfg(any(feature = "lua51", feature = "luajit"))]
+        ffi::lua_pushvalue(l, ffi::LUA_GLOBALSINDEX);
+        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_GLOBALS);
+    }
+}
+
+/// The address of `l`'s global table.
+///
+/// # Safety
+/// `l` has a free slot; never raises.
+unsafe fn globals_of(l: RawState) -> *const c_void {
+    // SAFETY: see the function's contract.
+    unsafe {
+        push_globals(l);
+        let p = ffi::lua_topointer(l, -1);
+        ffi::lua_settop(l, -2);
+        p
+    }
+}
+
+/// Pushes `package.loaded[module][field]` of `to`, for `name` = `module\0field`, or
+/// raises when that is not a C function there.
+///
+/// # Safety
+/// Protected on `to` (may raise).
+unsafe fn push_named(to: RawState, name: &[u8]) {
+    let split = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    let (module, field) = (&name[..split], name.get(split + 1..).unwrap_or(&[]));
+    // SAFETY: raising is allowed; raw gets only (no metamethod runs).
+    unsafe {
+        room_on_target(to, 3, c"stack overflow (copy too deep)");
+        ffi::lua_pushstring(to, c"_LOADED".as_ptr());
+        ffi::lua_rawget(to, ffi::LUA_REGISTRYINDEX);
+        if ffi::lua_type(to, -1) == ffi::LUA_TTABLE {
+            push_bytes(to, module);
+            ffi::lua_rawget(to, -2);
+            if ffi::lua_type(to, -1) == ffi::LUA_TTABLE {
+                push_bytes(to, field);
+                ffi::lua_rawget(to, -2);
+                if ffi::lua_iscfunction(to, -1) != 0 {
+                    ffi::lua_replace(to, -3);
+                    ffi::lua_settop(to, -2);
+                    return;
+                }
+            }
+        }
+        room_on_target(to, 5, c"stack overflow (copy too deep)");
+        ffi::lua_pushstring(to, c"cannot copy function ".as_ptr());
+        push_bytes(to, module);
+        ffi::lua_pushstring(to, c".".as_ptr());
+        push_bytes(to, field);
+        ffi::lua_pushstring(to, c": it is not loaded in the receiving state".as_ptr());
+        ffi::lua_concat(to, 5);
+        ffi::lua_error(to);
+    }
 }
 
 /// Encodes into a channel message; never raises.
@@ -407,6 +711,25 @@ impl Sink for Encoder<Channel> {
     unsafe fn table_end(&mut self) {
         Encoder::table_end(self)
     }
+    unsafe fn function_seen(&mut self, key: *const c_void) -> bool {
+        Encoder::seen(self, key)
+    }
+    unsafe fn function_begin(&mut self, key: *const c_void, code: &[u8]) {
+        Encoder::function_begin(self, key, code)
+    }
+    unsafe fn shared_upvalue(&mut self, n: c_int, id: *const c_void, function: *const c_void) -> bool {
+        Encoder::shared_upvalue(self, n as u32, id, function)
+    }
+    unsafe fn upvalue(&mut self, _: c_int) {}
+    unsafe fn function_end(&mut self) {
+        Encoder::function_end(self)
+    }
+    unsafe fn globals(&mut self) {
+        Encoder::globals(self)
+    }
+    unsafe fn named(&mut self, name: &[u8]) {
+        Encoder::named(self, name)
+    }
 }
 
 /// One traversal of source values, written to a sink.
@@ -416,9 +739,47 @@ struct Copier<'s, S: Sink> {
     /// LuaJIT only, where making room mid-copy could run Lua code.
     levels: c_int,
     sink: &'s mut S,
-    unsupported: Unsupported,
+    rules: Rules,
     /// Source index of the top-level value being copied, for error reports.
     top_level: c_int,
+    /// The source's global table where functions are copied, else null.
+    globals: *const c_void,
+    /// Where a function's bytecode is dumped. Owned by the caller, outside the
+    /// protected call on the target: a raise there must not skip its drop.
+    dump: &'s mut Vec<u8>,
+    /// The names of C functions were looked up just before this copy: a C function
+    /// missing from them is unsupported (else: look them up and copy again).
+    names_fresh: bool,
+}
+
+impl<'s, S: Sink> Copier<'s, S> {
+    /// # Safety
+    /// `from` is valid with a free slot (to find its global table).
+    unsafe fn new(
+        from: RawState,
+        sink: &'s mut S,
+        rules: Rules,
+        levels: c_int,
+        dump: &'s mut Vec<u8>,
+        names_fresh: bool,
+    ) -> Self {
+        let globals = if rules.functions {
+            // SAFETY: see the function's contract.
+            unsafe { globals_of(from) }
+        } else {
+            std::ptr::null()
+        };
+        Copier {
+            from,
+            levels,
+            sink,
+            rules,
+            top_level: 0,
+            globals,
+            dump,
+            names_fresh,
+        }
+    }
 }
 
 /// Copies `from[first..=last]` onto `to`, leaving exactly those values pushed on success.
@@ -428,24 +789,21 @@ struct Copier<'s, S: Sink> {
 /// 2. `from` is a valid state not used by any other thread now, with at least
 ///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise.
 /// 3. `first..=last` are valid absolute indices of `from`.
-pub unsafe fn copy_values(
+unsafe fn copy_values(
     from: RawState,
     to: RawState,
     first: c_int,
     last: c_int,
-    unsupported: Unsupported,
+    rules: Rules,
     levels: c_int,
+    dump: &mut Vec<u8>,
+    names_fresh: bool,
 ) -> Result<c_int, CopyError> {
     let count = count(first, last);
     // SAFETY: raising on `to` is allowed (reason 1).
     let mut sink = unsafe { StateSink::new(to, count) };
-    let mut copier = Copier {
-        from,
-        sink: &mut sink,
-        unsupported,
-        top_level: 0,
-        levels,
-    };
+    // SAFETY: `from` has the reserved slots (reason 2).
+    let mut copier = unsafe { Copier::new(from, &mut sink, rules, levels, dump, names_fresh) };
     for idx in first..=last {
         copier.top_level = idx;
         // SAFETY: forwarded contract.
@@ -478,27 +836,47 @@ pub unsafe fn transfer(
     to: RawState,
     first: c_int,
     last: c_int,
-    unsupported: Unsupported,
+    rules: Rules,
     levels: c_int,
 ) -> Result<c_int, Failure> {
-    let mut refused = None;
-    let mut body = |to: RawState| -> c_int {
-        // SAFETY: protected on `to` (contract reason 1); `from` is only read (reason 2).
-        match unsafe { copy_values(from, to, first, last, unsupported, levels) } {
-            Ok(n) => n,
-            Err(e) => {
-                refused = Some(e);
-                0
+    // Owned here, outside the protected call, and lent to the copier.
+    let mut dump = Vec::new();
+    let mut levels = levels;
+    let mut names_fresh = false;
+    loop {
+        let mut refused = None;
+        let mut body = |to: RawState| -> c_int {
+            // SAFETY: protected on `to` (contract reason 1); `from` is only read
+            // (reason 2).
+            match unsafe {
+                copy_values(from, to, first, last, rules, levels, &mut dump, names_fresh)
+            } {
+                Ok(n) => n,
+                Err(e) => {
+                    refused = Some(e);
+                    0
+                }
             }
+        };
+        // SAFETY: the contract above is `protected`'s; the body owns nothing and does
+        // not panic.
+        let status = unsafe { protected(to, 0, ffi::LUA_MULTRET, &mut body) };
+        match (status, refused) {
+            (ffi::LUA_OK, None) => return Ok(count(first, last)),
+            (ffi::LUA_OK, Some(CopyError::NeedNames)) if !names_fresh => {
+                // SAFETY: `from` is used by this thread only, in a frame whose owned
+                // values (`dump`) a raise inside these protected calls cannot skip.
+                // Looking the names up may run the source's finalizers, which may
+                // change its stack: its room is made again.
+                unsafe {
+                    c_function_names(from);
+                    levels = prepare_source(from, first, last);
+                }
+                names_fresh = true;
+            }
+            (ffi::LUA_OK, Some(e)) => return Err(Failure::Copy(e)),
+            _ => return Err(Failure::Raised),
         }
-    };
-    // SAFETY: the contract above is `protected`'s; the body owns nothing and does not
-    // panic.
-    let status = unsafe { protected(to, 0, ffi::LUA_MULTRET, &mut body) };
-    match (status, refused) {
-        (ffi::LUA_OK, None) => Ok(count(first, last)),
-        (ffi::LUA_OK, Some(e)) => Err(Failure::Copy(e)),
-        _ => Err(Failure::Raised),
     }
 }
 
@@ -526,14 +904,10 @@ unsafe fn room_on_target(to: RawState, n: c_int, msg: &CStr) {
 /// # Safety
 /// Inside a protected call on `to`; `idx` is a valid index.
 unsafe fn expect_table(to: RawState, idx: c_int) {
-    // SAFETY: see the function's contract; the message is static.
+    // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(to, idx) != ffi::LUA_TTABLE {
-            ffi::lua_pushstring(
-                to,
-                c"llthreads: a copy in progress was changed by Lua code".as_ptr(),
-            );
-            ffi::lua_error(to);
+            tampered(to);
         }
     }
 }
@@ -568,12 +942,24 @@ impl<S: Sink> Copier<'_, S> {
                         .string(std::slice::from_raw_parts(ptr.cast(), len));
                 }
                 ffi::LUA_TLIGHTUSERDATA => self.sink.light(ffi::lua_touserdata(from, idx)),
+                ffi::LUA_TTABLE
+                    if !self.globals.is_null() && ffi::lua_topointer(from, idx) == self.globals =>
+                {
+                    self.sink.globals()
+                }
                 ffi::LUA_TTABLE => self.table(idx, depth)?,
                 ffi::LUA_TFUNCTION if plain_c_function(from, idx) => {
                     if let Some(f) = ffi::lua_tocfunction(from, idx) {
                         // The copy must outlive the state that loaded its module.
                         pin::library_of(f as *const c_void);
                         self.sink.cfunction(f);
+                    }
+                }
+                ffi::LUA_TFUNCTION if self.rules.functions => {
+                    if ffi::lua_iscfunction(from, idx) == 0 {
+                        self.function(idx, depth)?
+                    } else {
+                        self.named(idx)?
                     }
                 }
                 ffi::LUA_TUSERDATA => {
@@ -643,6 +1029,145 @@ impl<S: Sink> Copier<'_, S> {
         Ok(())
     }
 
+    /// Writes the Lua function at `from[idx]`: its bytecode and upvalues, or a
+    /// reference to the copy made earlier.
+    ///
+    /// # Safety
+    /// As for [`Copier::value`].
+    unsafe fn function(&mut self, idx: c_int, depth: c_int) -> Result<(), CopyError> {
+        let from = self.from;
+        // SAFETY: see `value`. The dump, `lua_getupvalue`, `lua_upvalueid` and
+        // `lua_getfenv` read the source without allocating in it (on LuaJIT the dump
+        // runs under its own protected call); each pushed value fits in the level's
+        // room and is popped.
+        unsafe {
+            let key = ffi::lua_topointer(from, idx);
+            if self.sink.function_seen(key) {
+                return Ok(());
+            }
+            self.enter_level()?;
+            if !dump(from, idx, self.dump) {
+                self.levels += 1;
+                return self.unsupported(idx);
+            }
+            self.sink.function_begin(key, self.dump);
+            let base = ffi::lua_gettop(from);
+            let mut n = 1;
+            loop {
+                let name = ffi::lua_getupvalue(from, idx, n);
+                if name.is_null() {
+                    break;
+                }
+                #[cfg(not(feature = "lua51"))]
+                if self.sink.shared_upvalue(n, upvalue_id(from, idx, n), key) {
+                    ffi::lua_settop(from, base);
+                    n += 1;
+                    continue;
+                }
+                // `_ENV` is the function's globals wherever it points (a sandbox's
+                // table, busted's): the target's globals take its place.
+                if CStr::from_ptr(name) == c"_ENV" {
+                    self.sink.globals();
+                } else if let Err(e) = self.value(base + 1, depth + 1) {
+                    ffi::lua_settop(from, base);
+                    return Err(self.locate(e, idx, name));
+                }
+                self.sink.upvalue(n);
+                ffi::lua_settop(from, base);
+                n += 1;
+            }
+            #[cfg(feature = "lua51")]
+            if upvalue_count(from, idx) >= n {
+                // A function loaded from stripped bytecode hides its upvalues from
+                // `lua_getupvalue` on 5.1: copying it would silently lose them.
+                self.levels += 1;
+                return Err(CopyError::Refused {
+                    index: self.top_level,
+                    why: Text::new("a stripped function with upvalues cannot be copied on Lua 5.1"),
+                    located: false,
+                });
+            }
+            // On 5.1 and LuaJIT the function's environment plays `_ENV`'s part: the
+            // loaded copy already has the target's globals as its environment.
+            self.sink.function_end();
+            self.levels += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the C function at `from[idx]` by its name in the source's loaded
+    /// modules, when [`c_function_names`] found one.
+    ///
+    /// # Safety
+    /// As for [`Copier::value`].
+    unsafe fn named(&mut self, idx: c_int) -> Result<(), CopyError> {
+        let from = self.from;
+        // SAFETY: see `value`: raw reads with a light userdata key and a function
+        // key, in the `SOURCE_SLOTS`; the name stays on the stack while it is written.
+        unsafe {
+            let base = ffi::lua_gettop(from);
+            if registry_get(from, &NAMES_KEY) == ffi::LUA_TTABLE {
+                ffi::lua_pushvalue(from, idx);
+                ffi::lua_rawget(from, -2);
+                if ffi::lua_type(from, -1) == ffi::LUA_TSTRING {
+                    let mut len = 0usize;
+                    let ptr = ffi::lua_tolstring(from, -1, &mut len);
+                    self.sink.named(std::slice::from_raw_parts(ptr.cast(), len));
+                    ffi::lua_settop(from, base);
+                    return Ok(());
+                }
+            }
+            ffi::lua_settop(from, base);
+            if !self.names_fresh {
+                return Err(CopyError::NeedNames);
+            }
+            self.unsupported(idx)
+        }
+    }
+
+    /// Names the function at `from[idx]` and its upvalue `name` in a refusal that no
+    /// inner function has named yet.
+    ///
+    /// # Safety
+    /// As for [`Copier::value`]; `name` is the upvalue's name from `lua_getupvalue`
+    /// (alive with the function).
+    unsafe fn locate(&self, e: CopyError, idx: c_int, name: *const c_char) -> CopyError {
+        let CopyError::Refused {
+            index,
+            why,
+            located: false,
+        } = e
+        else {
+            return e;
+        };
+        let mut text = Text::new("");
+        // SAFETY: see the function's contract; `lua_getinfo` with "S" fills the
+        // record without allocating, and pops the function pushed for it.
+        unsafe {
+            let name = CStr::from_ptr(name).to_string_lossy();
+            if name.is_empty() || name.starts_with('(') || name == "?" {
+                // Stripped: the upvalue has no name.
+                text.push(b"an upvalue of ");
+            } else {
+                let _ = write!(text, "upvalue '{name}' of ");
+            }
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            ffi::lua_pushvalue(self.from, idx);
+            if ffi::lua_getinfo(self.from, c">S".as_ptr(), &mut ar) != 0 {
+                let src = CStr::from_ptr(ar.short_src.as_ptr()).to_string_lossy();
+                let _ = write!(text, "function {}:{}: ", src, ar.linedefined);
+            } else {
+                text.push(b"a function: ");
+            }
+        }
+        text.push(why.as_bytes());
+        CopyError::Refused {
+            index,
+            why: text,
+            located: true,
+        }
+    }
+
     /// Makes room on the source for one more table level: its key and value, with
     /// `SOURCE_SLOTS` above them.
     ///
@@ -674,7 +1199,13 @@ impl<S: Sink> Copier<'_, S> {
     /// # Safety
     /// As for [`Copier::value`].
     unsafe fn unsupported(&mut self, idx: c_int) -> Result<(), CopyError> {
-        match self.unsupported {
+        match self.rules.unsupported {
+            Unsupported::Refuse if self.rules.functions => Err(CopyError::Refused {
+                index: self.top_level,
+                // SAFETY: a type read.
+                why: Text::new(unsafe { refusal(self.from, idx) }),
+                located: false,
+            }),
             Unsupported::Refuse => Err(CopyError::Unsupported {
                 index: self.top_level,
             }),
@@ -695,9 +1226,12 @@ impl<S: Sink> Copier<'_, S> {
 // ---------------------------------------------------------------------------------
 // Messages
 
-/// Copies `from[idx]` into a new message, by the rules of arguments to `new`
-/// (unsupported values are refused). Raises nothing. `buffer(len)` gives the buffer
-/// for a message of `len` bytes (0 when not known beforehand).
+/// Copies `from[idx]` into a new message, by [`Rules::VALUES`] (functions cross,
+/// unsupported values are refused). Raises nothing and runs no Lua code: when a C
+/// function must travel by name and the names were not looked up (`names_fresh`),
+/// it returns [`CopyError::NeedNames`]; the caller runs [`c_function_names`] and
+/// tries again. `buffer(len)` gives the buffer for a message of `len` bytes (0 when
+/// not known beforehand).
 ///
 /// # Safety
 /// `from` is a valid state used by this thread only, with at least [`SOURCE_SLOTS`]
@@ -707,6 +1241,7 @@ pub unsafe fn encode(
     idx: c_int,
     buffer: &mut dyn FnMut(usize) -> Vec<u8>,
     levels: c_int,
+    names_fresh: bool,
 ) -> Result<Msg, CopyError> {
     // SAFETY: reads only (see `Copier::value`), within the reserved slots.
     unsafe {
@@ -727,14 +1262,10 @@ pub unsafe fn encode(
             }
             _ => {}
         }
+        let mut dump = Vec::new();
         let mut encoder = Encoder::with_buffer(buffer(0));
-        let mut copier = Copier {
-            from,
-            sink: &mut encoder,
-            unsupported: Unsupported::Refuse,
-            top_level: idx,
-            levels,
-        };
+        let mut copier = Copier::new(from, &mut encoder, Rules::VALUES, levels, &mut dump, names_fresh);
+        copier.top_level = idx;
         copier.value(idx, 1)?;
         Ok(encoder.finish())
     }
@@ -848,8 +1379,32 @@ unsafe fn decode(
             }
             Item::Ref(channel) => sink.channel(channel),
             Item::BackRef(n) => {
-                sink.table_begin(key(n), 0);
+                // A table or a function met before: either way in the cache.
+                sink.function_seen(key(n));
             }
+            Item::Globals => sink.globals(),
+            Item::Named(name) => sink.named(name),
+            Item::Function(code) => {
+                let n = *tables;
+                *tables += 1;
+                sink.function_begin(key(n), code);
+                let mut upvalue = 1;
+                while let Some(item) = reader.next() {
+                    match item {
+                        Item::End => break,
+                        Item::Join(f, m) => {
+                            sink.join(upvalue, key(f), m as c_int);
+                            upvalue += 1;
+                        }
+                        value => {
+                            decode(reader, value, sink, tables);
+                            sink.upvalue(upvalue);
+                            upvalue += 1;
+                        }
+                    }
+                }
+            }
+            Item::Join(..) => {}
             Item::Table(narr) => {
                 let n = *tables;
                 *tables += 1;
@@ -890,3 +1445,187 @@ unsafe fn plain_c_function(from: RawState, idx: c_int) -> bool {
     }
     true
 }
+
+// ---------------------------------------------------------------------------------
+// Functions
+
+/// Registry key of a state's table of C function names: function → `module\0field`
+/// for each C function in its loaded modules (`package.loaded`).
+static NAMES_KEY: u8 = 0;
+
+/// Looks up the names of the C functions in `l`'s loaded modules (`math.floor`,
+/// `_G.require`), so that a copy can carry one that has no plain pointer to carry,
+/// and keeps them in `l`'s registry (weak keys). Called when a copy met such a
+/// function: the modules loaded by then are all there.
+///
+/// # Safety
+/// `l` is valid and used by this thread only, in a frame owning nothing that a raise
+/// could skip: this runs a protected call on `l` (its hooks and finalizers may run).
+pub unsafe fn c_function_names(l: RawState) {
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: protected on `l`; raw table operations only, so no metamethod of
+        // the user's runs (an allocation's finalizer may; the loop re-checks types).
+        unsafe {
+            ffi::lua_newtable(l); // 1: names
+            ffi::lua_newtable(l); // 2: its metatable
+            ffi::lua_pushstring(l, c"k".as_ptr());
+            ffi::lua_setfield(l, 2, c"__mode".as_ptr());
+            ffi::lua_setmetatable(l, 1);
+            ffi::lua_pushstring(l, c"_LOADED".as_ptr());
+            ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX); // 2: package.loaded
+            if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
+                ffi::lua_pushnil(l);
+                while ffi::lua_next(l, 2) != 0 {
+                    // 3: module name, 4: module
+                    if ffi::lua_type(l, 3) == ffi::LUA_TSTRING && ffi::lua_type(l, 4) == ffi::LUA_TTABLE {
+                        ffi::lua_pushnil(l);
+                        while ffi::lua_next(l, 4) != 0 {
+                            // 5: field, 6: value
+                            if ffi::lua_type(l, 5) == ffi::LUA_TSTRING
+                                && ffi::lua_iscfunction(l, 6) != 0
+                            {
+                                ffi::lua_pushvalue(l, 6);
+                                ffi::lua_rawget(l, 1);
+                                let known = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
+                                ffi::lua_settop(l, 6);
+                                if !known {
+                                    ffi::lua_pushvalue(l, 6);
+                                    ffi::lua_pushvalue(l, 3);
+                                    ffi::lua_pushlstring(l, c"".as_ptr(), 1);
+                                    ffi::lua_pushvalue(l, 5);
+                                    ffi::lua_concat(l, 3);
+                                    ffi::lua_rawset(l, 1);
+                                }
+                            }
+                            ffi::lua_settop(l, 5);
+                        }
+                    }
+                    ffi::lua_settop(l, 3);
+                }
+            }
+            ffi::lua_settop(l, 1);
+            registry_set(l, &NAMES_KEY);
+        }
+        0
+    };
+    // SAFETY: see the function's contract; `protected` needs two free slots, which
+    // every caller's frame has (a C function gets LUA_MINSTACK); the body owns
+    // nothing and does not panic.
+    unsafe { protected(l, 0, 0, &mut body) };
+}
+
+/// Dumps the Lua function at `from[idx]` into `buf` (debug information kept, so a
+/// copy's errors name its source and lines). `false` when Lua refuses.
+///
+/// # Safety
+/// `from` is valid with a free slot; `from[idx]` is a Lua function. Raises nothing.
+unsafe fn dump(from: RawState, idx: c_int, buf: &mut Vec<u8>) -> bool {
+    /// # Safety
+    /// Called by `lua_dump` with `ud` the `Vec<u8>` given to it.
+    unsafe extern "C-unwind" fn write(
+        _: RawState,
+        p: *const c_void,
+        size: usize,
+        ud: *mut c_void,
+    ) -> c_int {
+        // SAFETY: see the function's contract; `p` holds `size` bytes. No panic can
+        // unwind into Lua from here: a failed reservation is reported to Lua instead.
+        unsafe {
+            let buf = &mut *(ud as *mut Vec<u8>);
+            if buf.try_reserve(size).is_err() {
+                return 1;
+            }
+            buf.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), size));
+        }
+        0
+    }
+    buf.clear();
+    // SAFETY: see the function's contract. PUC Lua's dump does not allocate in the
+    // state; LuaJIT's runs under its own protected call and reports failure.
+    unsafe {
+        let top = ffi::lua_gettop(from);
+        ffi::lua_pushvalue(from, idx);
+        let status = ffi::lua_dump(from, write, buf as *mut Vec<u8> as *mut c_void, 0);
+        ffi::lua_settop(from, top);
+        status == 0
+    }
+}
+
+/// How many upvalues the Lua function at `from[idx]` has.
+///
+/// # Safety
+/// `from` is valid with a free slot; `from[idx]` is a function. Never raises.
+#[cfg(feature = "lua51")]
+unsafe fn upvalue_count(from: RawState, idx: c_int) -> c_int {
+    // SAFETY: see the function's contract; "u" reads a field, allocating nothing.
+    unsafe {
+        let mut ar: ffi::lua_Debug = std::mem::zeroed();
+        ffi::lua_pushvalue(from, idx);
+        if ffi::lua_getinfo(from, c">u".as_ptr(), &mut ar) == 0 {
+            return 0;
+        }
+        ar.nups as c_int
+    }
+}
+
+/// Why the value at `from[idx]` cannot be copied, where functions can.
+///
+/// # Safety
+/// `from` is valid. Never raises.
+unsafe fn refusal(from: RawState, idx: c_int) -> &'static str {
+    // SAFETY: type reads only.
+    match unsafe { ffi::lua_type(from, idx) } {
+        ffi::LUA_TUSERDATA => "a userdata cannot be copied",
+        ffi::LUA_TTHREAD => "a coroutine cannot be copied",
+        ffi::LUA_TFUNCTION if unsafe { ffi::lua_iscfunction(from, idx) } != 0 => {
+            "a C function with upvalues, found in no loaded module, cannot be copied"
+        }
+        ffi::LUA_TFUNCTION => "a function that Lua cannot dump cannot be copied",
+        _ => "this value cannot be copied",
+    }
+}
+
+/// Raises on `to` unless the value at `idx` is a Lua function (see [`expect_table`]:
+/// the calls on it that follow are unchecked by Lua).
+///
+/// # Safety
+/// Inside a protected call on `to`; `idx` is a valid index.
+unsafe fn expect_lua_function(to: RawState, idx: c_int) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        if ffi::lua_type(to, idx) != ffi::LUA_TFUNCTION || ffi::lua_iscfunction(to, idx) != 0 {
+            tampered(to);
+        }
+    }
+}
+
+/// Whether the function at `idx` has an upvalue `n`.
+///
+/// # Safety
+/// `to` is valid with a free slot; `idx` holds a function. Never raises.
+#[cfg(not(feature = "lua51"))]
+unsafe fn has_upvalue(to: RawState, idx: c_int, n: c_int) -> bool {
+    // SAFETY: see the function's contract; the pushed upvalue is popped at once.
+    unsafe {
+        if ffi::lua_getupvalue(to, idx, n).is_null() {
+            return false;
+        }
+        ffi::lua_settop(to, -2);
+    }
+    true
+}
+
+/// Raises the error for a copy whose values Lua code changed.
+///
+/// # Safety
+/// Inside a protected call on `to`.
+unsafe fn tampered(to: RawState) -> ! {
+    // SAFETY: see the function's contract; the message is static.
+    unsafe {
+        ffi::lua_pushstring(to, TAMPERED.as_ptr());
+        ffi::lua_error(to)
+    }
+}
+
+/// The error for a copy whose values Lua code changed while it ran.
+const TAMPERED: &CStr = c"llthreads: a copy in progress was changed by Lua code";

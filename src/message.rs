@@ -3,8 +3,9 @@
 //!
 //! The encoded form is made for speed: a boolean or a number is kept inline (no
 //! allocation, integer and float apart on 5.3+), a string is one buffer holding its
-//! bytes, and anything else (tables, light userdata, C functions, channels) is one
-//! buffer of operations in the order the copier met them. A channel inside a message
+//! bytes, and anything else (tables, Lua functions as bytecode with their upvalues,
+//! light userdata, C functions, channels) is one buffer of operations in the order the
+//! copier met them. A channel inside a message
 //! is a strong reference (`Arc`), so the channel lives while the message does.
 //!
 //! A buffer can be handed back once the message is delivered ([`Message::into_buffer`])
@@ -42,8 +43,19 @@ mod op {
     /// A new table: a `u32` array size hint follows, then key/value pairs, then END.
     pub const TABLE: u8 = 9;
     pub const END: u8 = 10;
-    /// A table met before in this value: its `u32` number (in order of TABLE) follows.
+    /// A table or function met before in this value: its `u32` number (tables and
+    /// functions are numbered together, in the order they came) follows.
     pub const BACKREF: u8 = 11;
+    /// A Lua function: a `usize` length and its bytecode follow, then one entry per
+    /// upvalue in order (a value, or JOIN), then END.
+    pub const FUNC: u8 = 12;
+    /// This upvalue is the one of an earlier function: its `u32` number and the `u32`
+    /// upvalue index there follow.
+    pub const JOIN: u8 = 13;
+    /// The global table of the receiving state.
+    pub const GLOBALS: u8 = 14;
+    /// A C function known by name: a `usize` length and `module\0field` follow.
+    pub const NAMED: u8 = 15;
 }
 
 const WORD: usize = std::mem::size_of::<usize>();
@@ -180,8 +192,16 @@ pub enum Item<'a, T> {
     /// A new table with this array size hint; its key/value pairs follow, then `End`.
     Table(u32),
     End,
-    /// The table numbered so (from 0, in the order the `Table`s came).
+    /// The table or function numbered so (from 0, in the order they came).
     BackRef(u32),
+    /// A Lua function's bytecode; its upvalues follow, then `End`.
+    Function(&'a [u8]),
+    /// The current upvalue is upvalue `.1` of function number `.0`.
+    Join(u32, u32),
+    /// The receiving state's global table.
+    Globals,
+    /// The C function the receiving state's loaded modules hold as `module\0field`.
+    Named(&'a [u8]),
 }
 
 /// Walks an encoding, one operation at a time.
@@ -242,6 +262,16 @@ impl<'a, T> Reader<'a, T> {
             op::TABLE => Item::Table(self.u32()?),
             op::END => Item::End,
             op::BACKREF => Item::BackRef(self.u32()?),
+            op::FUNC => {
+                let len = self.word()?;
+                Item::Function(self.bytes(len)?)
+            }
+            op::JOIN => Item::Join(self.u32()?, self.u32()?),
+            op::GLOBALS => Item::Globals,
+            op::NAMED => {
+                let len = self.word()?;
+                Item::Named(self.bytes(len)?)
+            }
             _ => return None,
         })
     }
@@ -250,8 +280,12 @@ impl<'a, T> Reader<'a, T> {
 /// Builds the encoded form of one value, operation by operation.
 pub struct Encoder<T> {
     buf: Vec<u8>,
-    /// Tables met so far, by their address in the source state, with their number.
+    /// Tables and functions met so far, by their address in the source state, with
+    /// their number.
     tables: Option<HashMap<*const c_void, u32>>,
+    /// Upvalues met so far, by their identity in the source state, with the number of
+    /// the function and the index they were first written under.
+    upvalues: Option<HashMap<*const c_void, (u32, u32)>>,
     next_table: u32,
     refs: bool,
     _refs: PhantomData<Arc<T>>,
@@ -274,6 +308,7 @@ impl<T> Encoder<T> {
         Encoder {
             buf,
             tables: None,
+            upvalues: None,
             next_table: 0,
             refs: false,
             _refs: PhantomData,
@@ -355,6 +390,62 @@ impl<T> Encoder<T> {
 
     pub fn table_end(&mut self) {
         self.code(op::END);
+    }
+
+    /// Writes a back reference when the table or function known as `key` was met
+    /// before in this value, and says so.
+    pub fn seen(&mut self, key: *const c_void) -> bool {
+        let Some(&n) = self.tables.as_ref().and_then(|t| t.get(&key)) else {
+            return false;
+        };
+        self.code(op::BACKREF);
+        self.buf.extend_from_slice(&n.to_ne_bytes());
+        true
+    }
+
+    /// Starts the function known as `key` (not [`Encoder::seen`]) with its bytecode;
+    /// its upvalues follow, then [`Encoder::function_end`].
+    pub fn function_begin(&mut self, key: *const c_void, code: &[u8]) {
+        let tables = self.tables.get_or_insert_with(HashMap::new);
+        tables.insert(key, self.next_table);
+        self.next_table += 1;
+        self.code(op::FUNC);
+        self.word(code.len());
+        self.buf.extend_from_slice(code);
+    }
+
+    /// For upvalue `n` of the function known as `function`, whose identity is `id`:
+    /// writes a join and returns `true` when an earlier function has that upvalue;
+    /// else remembers it here and returns `false` (its value follows).
+    pub fn shared_upvalue(&mut self, n: u32, id: *const c_void, function: *const c_void) -> bool {
+        let upvalues = self.upvalues.get_or_insert_with(HashMap::new);
+        if let Some(&(f, m)) = upvalues.get(&id) {
+            self.code(op::JOIN);
+            self.buf.extend_from_slice(&f.to_ne_bytes());
+            self.buf.extend_from_slice(&m.to_ne_bytes());
+            return true;
+        }
+        let number = self.tables.as_ref().and_then(|t| t.get(&function).copied());
+        if let Some(f) = number {
+            upvalues.insert(id, (f, n));
+        }
+        false
+    }
+
+    pub fn function_end(&mut self) {
+        self.code(op::END);
+    }
+
+    /// The receiving state's global table.
+    pub fn globals(&mut self) {
+        self.code(op::GLOBALS);
+    }
+
+    /// The C function known as `name` (`module\0field`).
+    pub fn named(&mut self, name: &[u8]) {
+        self.code(op::NAMED);
+        self.word(name.len());
+        self.buf.extend_from_slice(name);
     }
 
     /// The message, holding the encoder's buffer.

@@ -56,6 +56,9 @@ struct Mailbox {
     /// The worker's thread, for whoever joins it. Set by `reserve` before the worker
     /// can get any mail; taken by the one who joins it.
     handle: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the worker parks after its job; not a thread made with a stack size of
+    /// its own, which is for one job only.
+    parks: bool,
 }
 
 impl Mailbox {
@@ -113,19 +116,23 @@ pub fn remove_user() {
 /// may refuse a new thread), so callers reserve before giving up anything they own.
 pub struct Reserved(Option<Arc<Mailbox>>);
 
-/// Reserves a parked worker, or starts a new thread waiting for its first job.
-pub fn reserve() -> io::Result<Reserved> {
-    if let Some(mailbox) = POOL.lock().idle.pop() {
-        return Ok(Reserved(Some(mailbox)));
+/// Reserves a parked worker, or starts a new thread waiting for its first job. With a
+/// `stack_size`, always a new thread with that stack, which exits after its job.
+pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
+    if stack_size.is_none() {
+        if let Some(mailbox) = POOL.lock().idle.pop() {
+            return Ok(Reserved(Some(mailbox)));
+        }
     }
     let mailbox = Arc::new(Mailbox {
         mail: Mutex::new(Mail::Empty),
         arrived: Condvar::new(),
         handle: Mutex::new(None),
+        parks: stack_size.is_none(),
     });
     let theirs = Arc::clone(&mailbox);
     let thread = std::thread::Builder::new()
-        .stack_size(STACK_SIZE)
+        .stack_size(stack_size.unwrap_or(STACK_SIZE))
         .spawn(move || work(theirs))?;
     *mailbox.handle.lock() = Some(thread);
     Ok(Reserved(Some(mailbox)))
@@ -178,7 +185,7 @@ enum Next {
 /// to be joined.
 fn give_back(mailbox: &Arc<Mailbox>) -> Next {
     let mut pool = POOL.lock();
-    if pool.users > 0 && pool.idle.len() < MAX_IDLE {
+    if mailbox.parks && pool.users > 0 && pool.idle.len() < MAX_IDLE {
         pool.idle.push(Arc::clone(mailbox));
         return Next::Wait;
     }
@@ -299,7 +306,7 @@ mod tests {
         for _ in 0..10 {
             let rx = Arc::clone(&release_rx);
             let done = done_tx.clone();
-            reserve().unwrap().run(job(move || {
+            reserve(None).unwrap().run(job(move || {
                 rx.lock().unwrap().recv().unwrap();
                 done.send(()).unwrap();
             }));
@@ -313,13 +320,32 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_with_its_own_stack_size_runs_on_that_stack_and_never_parks() {
+        let _serial = SERIAL.lock();
+        add_user();
+        // A 16 MiB array on the stack overflows the default 8 MiB, not this one.
+        let (tx, rx) = mpsc::channel();
+        reserve(Some(32 << 20)).unwrap().run(job(move || {
+            let big = [1u8; 16 << 20];
+            tx.send(std::hint::black_box(&big)[12345]).unwrap();
+        }));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            POOL.lock().idle.iter().all(|m| m.parks),
+            "a worker with its own stack was parked"
+        );
+        remove_user();
+    }
+
+    #[test]
     fn a_reservation_dropped_unused_lets_its_thread_go() {
         let _serial = SERIAL.lock();
         // The worker must not wait forever for a job that never comes; it parks (or
         // exits) and can be reserved again.
-        drop(reserve().unwrap());
+        drop(reserve(None).unwrap());
         let (tx, rx) = mpsc::channel();
-        reserve().unwrap().run(job(move || tx.send(()).unwrap()));
+        reserve(None).unwrap().run(job(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 

@@ -327,3 +327,44 @@ fn unreachable_after_raise() -> ! {
     // Not reachable: Lua's error functions do not return. Abort rather than unwind.
     std::process::abort()
 }
+
+#[cfg(feature = "luajit")]
+extern "C-unwind" {
+    // LuaJIT exports these two functions of the 5.2 API; mlua declares them for 5.2+
+    // only.
+    fn lua_upvalueid(l: RawState, fidx: c_int, n: c_int) -> *mut c_void;
+    fn lua_upvaluejoin(l: RawState, f1: c_int, n1: c_int, f2: c_int, n2: c_int);
+}
+
+/// The identity of upvalue `n` of the function at `fidx`: two closures that share an
+/// upvalue give the same pointer. Not on Lua 5.1, which has no such call.
+///
+/// # Safety
+/// `l` is valid; `fidx` holds a Lua function with at least `n` upvalues. Never raises.
+#[cfg(not(feature = "lua51"))]
+pub unsafe fn upvalue_id(l: RawState, fidx: c_int, n: c_int) -> *const c_void {
+    // SAFETY: see the function's contract.
+    unsafe {
+        #[cfg(feature = "luajit")]
+        return lua_upvalueid(l, fidx, n);
+        #[cfg(not(feature = "luajit"))]
+        return ffi::lua_upvalueid(l, fidx, n);
+    }
+}
+
+/// Makes upvalue `n1` of the Lua function at `f1` refer to upvalue `n2` of the Lua
+/// function at `f2`.
+///
+/// # Safety
+/// `l` is valid; both indices hold Lua (not C) functions with that many upvalues
+/// (unchecked by Lua: anything else corrupts memory). Never raises.
+#[cfg(not(feature = "lua51"))]
+pub unsafe fn upvalue_join(l: RawState, f1: c_int, n1: c_int, f2: c_int, n2: c_int) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        #[cfg(feature = "luajit")]
+        lua_upvaluejoin(l, f1, n1, f2, n2);
+        #[cfg(not(feature = "luajit"))]
+        ffi::lua_upvaluejoin(l, f1, n1, f2, n2);
+    }
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::child::{self, Owner};
 use crate::interrupt::{self, Request};
-use crate::names::Module;
+use crate::names::{Module, ThreadName};
 use crate::pool;
 use crate::record::{Ended, Record};
 use crate::state::ChildState;
@@ -59,6 +59,18 @@ pub enum Joined {
     Interrupted(Module),
 }
 
+/// What `spawn` and `new{...}` add to a thread; a thread of `new(code, ...)` has none.
+#[derive(Default)]
+pub struct Extra {
+    /// The OS thread's name while it runs.
+    pub name: Option<ThreadName>,
+    /// The OS thread's own stack size, instead of a pooled worker's.
+    pub stack_size: Option<usize>,
+    /// `start()`'s modes when it is called without arguments.
+    pub detached: Option<bool>,
+    pub joinable: Option<bool>,
+}
+
 pub struct Thread {
     /// The module that made it: names the interrupt error.
     module: Module,
@@ -71,10 +83,12 @@ pub struct Thread {
     record: Option<Arc<Record>>,
     /// An interrupt requested before `start`.
     pending: Request,
+    /// Boxed: most threads have none, and the object stays small.
+    extra: Option<Box<Extra>>,
 }
 
 impl Thread {
-    pub fn new(module: Module, state: ChildState) -> Thread {
+    pub fn new(module: Module, state: ChildState, extra: Option<Box<Extra>>) -> Thread {
         Thread {
             module,
             started: false,
@@ -84,7 +98,27 @@ impl Thread {
             state: Some(state),
             record: None,
             pending: Request::None,
+            extra,
         }
+    }
+
+    /// Made by `spawn` or `new{...}`: its results may hold functions.
+    pub fn copies_functions(&self) -> bool {
+        self.extra.is_some()
+    }
+
+    /// The name given to the thread, if any.
+    pub fn name(&self) -> Option<&ThreadName> {
+        self.extra.as_ref().and_then(|e| e.name.as_ref())
+    }
+
+    /// `start()`'s modes when called without arguments: the options' or the
+    /// contract's (attached and joinable).
+    pub fn default_modes(&self) -> (bool, bool) {
+        let extra = self.extra.as_deref();
+        let detached = extra.and_then(|e| e.detached).unwrap_or(false);
+        let joinable = extra.and_then(|e| e.joinable).unwrap_or(!detached);
+        (detached, joinable)
     }
 
     pub fn started(&self) -> bool {
@@ -103,7 +137,8 @@ impl Thread {
         }
         // Reserve the OS thread first: if the OS refuses one, nothing is given up and
         // `start` can be tried again.
-        let worker = pool::reserve().map_err(|e| {
+        let stack_size = self.extra.as_ref().and_then(|e| e.stack_size);
+        let worker = pool::reserve(stack_size).map_err(|e| {
             log::warn!("could not create a thread: {e}");
             StartError::Os(e)
         })?;
@@ -116,7 +151,8 @@ impl Thread {
         } else {
             (Owner::Child(state), None)
         };
-        child::spawn(worker, owner, Arc::clone(&record));
+        let name = self.name().map(|n| Box::new(*n));
+        child::spawn(worker, owner, Arc::clone(&record), name);
         self.started = true;
         self.detached = detached;
         self.joinable = joinable;
