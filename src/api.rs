@@ -445,8 +445,9 @@ pub(crate) unsafe fn create(l: RawState, module: Module, mut setup: Setup) -> c_
         };
         let extra = setup.extra.take();
         let built = guarded(l, || {
-            build(l, code, &setup, limit, levels)
-                .map(|state| Box::into_raw(Box::new(Thread::new(module, state, extra.map(Box::new)))))
+            build(l, code, &setup, limit, levels).map(|state| {
+                Box::into_raw(Box::new(Thread::new(module, state, extra.map(Box::new))))
+            })
         });
         match built {
             Ok(thread) if still_at(l, at, ud.cast()) && (*slot).is_null() => {
@@ -555,7 +556,10 @@ unsafe fn push_package(c: RawState) {
                 return;
             }
         }
-        ffi::lua_pushstring(c, c"llthreads: the new state has no package library".as_ptr());
+        ffi::lua_pushstring(
+            c,
+            c"llthreads: the new state has no package library".as_ptr(),
+        );
         ffi::lua_error(c);
     }
 }
@@ -614,7 +618,10 @@ unsafe fn give_preload(l: RawState, c: RawState, at: c_int, levels: c_int) -> Re
             ffi::lua_pushstring(c, c"preload".as_ptr());
             ffi::lua_rawget(c, -2);
             if ffi::lua_type(c, -1) != ffi::LUA_TTABLE || ffi::lua_type(c, 1) != ffi::LUA_TTABLE {
-                ffi::lua_pushstring(c, c"llthreads: the new state has no package.preload".as_ptr());
+                ffi::lua_pushstring(
+                    c,
+                    c"llthreads: the new state has no package.preload".as_ptr(),
+                );
                 ffi::lua_error(c);
             }
             let preload = ffi::lua_gettop(c);
@@ -848,15 +855,7 @@ unsafe fn push_results(
             // 5.1 and LuaJIT that may run the child's finalizers, which must not run
             // in the middle of the copy.
             let levels = prepare_source(c, Frame::FIRST_RESULT, last);
-            transfer(
-                c,
-                l,
-                Frame::FIRST_RESULT,
-                last,
-                rules,
-                levels,
-            )
-            .map(|n| n + 1)
+            transfer(c, l, Frame::FIRST_RESULT, last, rules, levels).map(|n| n + 1)
         }
     };
     drop(state);

@@ -144,8 +144,12 @@ unsafe fn check_options(l: RawState, idx: c_int, entry: Entry) -> Options {
                         None => option_error(l, idx, c"name must not hold a zero byte"),
                     }
                 }
-                b"detached" => options.extra.detached = Some(check_boolean(l, idx, c"detached", value)),
-                b"joinable" => options.extra.joinable = Some(check_boolean(l, idx, c"joinable", value)),
+                b"detached" => {
+                    options.extra.detached = Some(check_boolean(l, idx, c"detached", value))
+                }
+                b"joinable" => {
+                    options.extra.joinable = Some(check_boolean(l, idx, c"joinable", value))
+                }
                 b"paths" => options.no_paths = !check_boolean(l, idx, c"paths", value),
                 b"stack_size" => {
                     let n = check_bytes(l, idx, c"stack_size", value);
@@ -254,7 +258,8 @@ unsafe fn check_preload(l: RawState, idx: c_int, value: c_int) {
         }
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, value) != 0 {
-            if ffi::lua_type(l, -2) != ffi::LUA_TSTRING || ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION
+            if ffi::lua_type(l, -2) != ffi::LUA_TSTRING
+                || ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION
             {
                 let msg = ffi::lua_pushfstring(
                     l,
@@ -409,7 +414,10 @@ unsafe fn spawn(l: RawState, module: Module) -> c_int {
         let object = ffi::lua_gettop(l);
         let slot = thread_slot(l, object);
         if slot.is_null() || (*slot).is_null() {
-            api::raise(l, api::Raise::Static(c"llthreads: spawn's thread object was changed by Lua code"));
+            api::raise(
+                l,
+                api::Raise::Static(c"llthreads: spawn's thread object was changed by Lua code"),
+            );
         }
         let thread = *slot;
         let outcome = guarded(l, || {

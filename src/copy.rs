@@ -322,8 +322,12 @@ trait Sink {
     /// same upvalue of an earlier function and returns `true`, or remembers it and
     /// returns `false` (its value follows). `function` is the current function's key.
     #[cfg_attr(feature = "lua51", allow(dead_code))]
-    unsafe fn shared_upvalue(&mut self, n: c_int, id: *const c_void, function: *const c_void)
-        -> bool;
+    unsafe fn shared_upvalue(
+        &mut self,
+        n: c_int,
+        id: *const c_void,
+        function: *const c_void,
+    ) -> bool;
     /// The value just written is upvalue `n` of the current function.
     unsafe fn upvalue(&mut self, n: c_int);
     unsafe fn function_end(&mut self);
@@ -717,7 +721,12 @@ impl Sink for Encoder<Channel> {
     unsafe fn function_begin(&mut self, key: *const c_void, code: &[u8]) {
         Encoder::function_begin(self, key, code)
     }
-    unsafe fn shared_upvalue(&mut self, n: c_int, id: *const c_void, function: *const c_void) -> bool {
+    unsafe fn shared_upvalue(
+        &mut self,
+        n: c_int,
+        id: *const c_void,
+        function: *const c_void,
+    ) -> bool {
         Encoder::shared_upvalue(self, n as u32, id, function)
     }
     unsafe fn upvalue(&mut self, _: c_int) {}
@@ -782,29 +791,39 @@ impl<'s, S: Sink> Copier<'s, S> {
     }
 }
 
-/// Copies `from[first..=last]` onto `to`, leaving exactly those values pushed on success.
+/// What one copy onto a state walks: `from[first..=last]`, by `rules`.
+struct Walk {
+    from: RawState,
+    first: c_int,
+    last: c_int,
+    rules: Rules,
+    levels: c_int,
+    names_fresh: bool,
+}
+
+/// Copies the walk's values onto `to`, leaving exactly those values pushed on success.
 ///
 /// # Safety
 /// 1. Runs inside a protected call on `to` (it may raise there) with `to` valid.
 /// 2. `from` is a valid state not used by any other thread now, with at least
 ///    [`SOURCE_SLOTS`] free stack slots: reads of `from` then never raise.
 /// 3. `first..=last` are valid absolute indices of `from`.
-unsafe fn copy_values(
-    from: RawState,
-    to: RawState,
-    first: c_int,
-    last: c_int,
-    rules: Rules,
-    levels: c_int,
-    dump: &mut Vec<u8>,
-    names_fresh: bool,
-) -> Result<c_int, CopyError> {
-    let count = count(first, last);
+unsafe fn copy_values(walk: &Walk, to: RawState, dump: &mut Vec<u8>) -> Result<c_int, CopyError> {
+    let count = count(walk.first, walk.last);
     // SAFETY: raising on `to` is allowed (reason 1).
     let mut sink = unsafe { StateSink::new(to, count) };
     // SAFETY: `from` has the reserved slots (reason 2).
-    let mut copier = unsafe { Copier::new(from, &mut sink, rules, levels, dump, names_fresh) };
-    for idx in first..=last {
+    let mut copier = unsafe {
+        Copier::new(
+            walk.from,
+            &mut sink,
+            walk.rules,
+            walk.levels,
+            dump,
+            walk.names_fresh,
+        )
+    };
+    for idx in walk.first..=walk.last {
         copier.top_level = idx;
         // SAFETY: forwarded contract.
         unsafe { copier.value(idx, 1)? };
@@ -841,16 +860,20 @@ pub unsafe fn transfer(
 ) -> Result<c_int, Failure> {
     // Owned here, outside the protected call, and lent to the copier.
     let mut dump = Vec::new();
-    let mut levels = levels;
-    let mut names_fresh = false;
+    let mut walk = Walk {
+        from,
+        first,
+        last,
+        rules,
+        levels,
+        names_fresh: false,
+    };
     loop {
         let mut refused = None;
         let mut body = |to: RawState| -> c_int {
             // SAFETY: protected on `to` (contract reason 1); `from` is only read
             // (reason 2).
-            match unsafe {
-                copy_values(from, to, first, last, rules, levels, &mut dump, names_fresh)
-            } {
+            match unsafe { copy_values(&walk, to, &mut dump) } {
                 Ok(n) => n,
                 Err(e) => {
                     refused = Some(e);
@@ -863,16 +886,16 @@ pub unsafe fn transfer(
         let status = unsafe { protected(to, 0, ffi::LUA_MULTRET, &mut body) };
         match (status, refused) {
             (ffi::LUA_OK, None) => return Ok(count(first, last)),
-            (ffi::LUA_OK, Some(CopyError::NeedNames)) if !names_fresh => {
+            (ffi::LUA_OK, Some(CopyError::NeedNames)) if !walk.names_fresh => {
                 // SAFETY: `from` is used by this thread only, in a frame whose owned
                 // values (`dump`) a raise inside these protected calls cannot skip.
                 // Looking the names up may run the source's finalizers, which may
                 // change its stack: its room is made again.
                 unsafe {
                     c_function_names(from);
-                    levels = prepare_source(from, first, last);
+                    walk.levels = prepare_source(from, first, last);
                 }
-                names_fresh = true;
+                walk.names_fresh = true;
             }
             (ffi::LUA_OK, Some(e)) => return Err(Failure::Copy(e)),
             _ => return Err(Failure::Raised),
@@ -1264,7 +1287,14 @@ pub unsafe fn encode(
         }
         let mut dump = Vec::new();
         let mut encoder = Encoder::with_buffer(buffer(0));
-        let mut copier = Copier::new(from, &mut encoder, Rules::VALUES, levels, &mut dump, names_fresh);
+        let mut copier = Copier::new(
+            from,
+            &mut encoder,
+            Rules::VALUES,
+            levels,
+            &mut dump,
+            names_fresh,
+        );
         copier.top_level = idx;
         copier.value(idx, 1)?;
         Ok(encoder.finish())
@@ -1477,7 +1507,9 @@ pub unsafe fn c_function_names(l: RawState) {
                 ffi::lua_pushnil(l);
                 while ffi::lua_next(l, 2) != 0 {
                     // 3: module name, 4: module
-                    if ffi::lua_type(l, 3) == ffi::LUA_TSTRING && ffi::lua_type(l, 4) == ffi::LUA_TTABLE {
+                    if ffi::lua_type(l, 3) == ffi::LUA_TSTRING
+                        && ffi::lua_type(l, 4) == ffi::LUA_TTABLE
+                    {
                         ffi::lua_pushnil(l);
                         while ffi::lua_next(l, 4) != 0 {
                             // 5: field, 6: value

@@ -22,6 +22,11 @@
 //! so a detached child can go on running its code after the host unloaded the module.
 
 #![warn(unsafe_op_in_unsafe_fn)]
+// Errors carry their message inline (`names::Text`, 256 bytes) rather than on the heap:
+// a Lua error raised while a heap value is alive in a Rust frame would leak it, and
+// the copier's and the entry points' errors end in exactly such a raise. So the
+// error types are large on purpose.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 #[cfg(not(any(
     feature = "lua51",

@@ -345,7 +345,9 @@ mod tests {
         // exits) and can be reserved again.
         drop(reserve(None).unwrap());
         let (tx, rx) = mpsc::channel();
-        reserve(None).unwrap().run(job(move || tx.send(()).unwrap()));
+        reserve(None)
+            .unwrap()
+            .run(job(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
@@ -359,7 +361,7 @@ mod tests {
         let mut threads = std::collections::HashSet::new();
         for _ in 0..40 {
             let t = tx.clone();
-            reserve()
+            reserve(None)
                 .unwrap()
                 .run(job(move || t.send(std::thread::current().id()).unwrap()));
             threads.insert(rx.recv_timeout(Duration::from_secs(10)).unwrap());
@@ -390,7 +392,7 @@ mod tests {
     fn parked_worker() -> &'static AtomicBool {
         let ended: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let (tx, rx) = mpsc::channel();
-        reserve()
+        reserve(None)
             .unwrap()
             .run(Box::new(move |handback: Handback<'_>| {
                 EXIT_FLAG.with(|f| *f.borrow_mut() = Some(ExitFlag(ended)));

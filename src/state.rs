@@ -32,15 +32,23 @@ struct Budget {
 #[cfg(not(feature = "luajit"))]
 const BUDGET_ALLOC: &std::ffi::CStr = c"llthreads_budget_alloc_v1";
 
+/// What a limited state's callbacks point into, in one block so that a state costs
+/// its owner two words: the allocator's budget (first: the allocator's `ud` is this
+/// block's address) and, on 5.4, the warning mode.
+#[repr(C)]
+struct Limited {
+    budget: Budget,
+    #[cfg(feature = "lua54")]
+    warnings: Cell<Warnings>,
+}
+
 /// An open Lua state owned by exactly one side (parent or child) at a time.
 pub struct ChildState {
     /// Never null: `Option<ChildState>` costs nothing more (a thread object keeps one).
     raw: NonNull<ffi::lua_State>,
-    /// Lives as long as the state: the allocator points into it.
-    budget: Option<Box<Budget>>,
-    /// Lives as long as the state: its warning function points into it.
-    #[cfg(feature = "lua54")]
-    warnings: Option<Box<Cell<Warnings>>>,
+    /// Lives as long as the state: its allocator and warning function point into it.
+    #[cfg_attr(feature = "luajit", allow(dead_code))]
+    limited: Option<Box<Limited>>,
 }
 
 // SAFETY: a Lua state has no thread affinity; it only must not be used by two threads
@@ -56,12 +64,7 @@ impl ChildState {
             None => {
                 // SAFETY: `luaL_newstate` has no preconditions; it returns null on failure.
                 let raw = unsafe { ffi::luaL_newstate() };
-                NonNull::new(raw).map(|raw| ChildState {
-                    raw,
-                    budget: None,
-                    #[cfg(feature = "lua54")]
-                    warnings: None,
-                })
+                NonNull::new(raw).map(|raw| ChildState { raw, limited: None })
             }
             Some(limit) => Self::with_budget(limit),
         }
@@ -69,8 +72,12 @@ impl ChildState {
 
     #[cfg(not(feature = "luajit"))]
     fn with_budget(limit: usize) -> Option<ChildState> {
-        let mut budget = Box::new(Budget { limit, used: 0 });
-        let ud = &mut *budget as *mut Budget as *mut c_void;
+        let mut limited = Box::new(Limited {
+            budget: Budget { limit, used: 0 },
+            #[cfg(feature = "lua54")]
+            warnings: Cell::new(Warnings::Off),
+        });
+        let ud = &mut limited.budget as *mut Budget as *mut c_void;
         // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
         // boxed budget, which this value keeps alive until after `lua_close`.
         let raw = NonNull::new(unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) })?;
@@ -79,19 +86,15 @@ impl ChildState {
         // `lua_newstate` installs no warning function (`luaL_newstate` does): without
         // one, `warn` would print nothing in a limited state.
         #[cfg(feature = "lua54")]
-        let warnings = {
-            let warnings = Box::new(Cell::new(Warnings::Off));
-            let ud = &*warnings as *const Cell<Warnings> as *mut c_void;
+        {
+            let ud = &limited.warnings as *const Cell<Warnings> as *mut c_void;
             // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
             // to the boxed mode, which this value keeps alive until after `lua_close`.
             unsafe { ffi::lua_setwarnf(raw.as_ptr(), Some(warn), ud) };
-            Some(warnings)
-        };
+        }
         Some(ChildState {
             raw,
-            budget: Some(budget),
-            #[cfg(feature = "lua54")]
-            warnings,
+            limited: Some(limited),
         })
     }
 
@@ -116,10 +119,8 @@ impl Drop for ChildState {
             ffi::lua_sethook(self.raw.as_ptr(), None, 0, 0);
             ffi::lua_close(self.raw.as_ptr());
         }
-        // `budget` (and the warning mode) drop after the state that used them.
-        let _ = self.budget.take();
-        #[cfg(feature = "lua54")]
-        let _ = self.warnings.take();
+        // The budget and the warning mode drop after the state that used them.
+        let _ = self.limited.take();
     }
 }
 
