@@ -372,6 +372,9 @@ pub(crate) struct Setup {
     pub preload: Option<c_int>,
     /// Kept by the thread object; `None` for `new(code, ...)`.
     pub extra: Option<Extra>,
+    /// `new{code, ...}`: the code was moved from `[1]` of argument 1 to stack index 2,
+    /// so each of the caller's later arguments sits one slot above its number.
+    pub code_moved: bool,
 }
 
 impl Setup {
@@ -386,9 +389,30 @@ impl Setup {
             paths: None,
             preload: None,
             extra: None,
+            code_moved: false,
+        }
+    }
+
+    /// The error for a refused copy of the values, naming the caller's argument that
+    /// holds the refused value (not the stack slot it was copied from).
+    fn refusal(&self, e: CopyError) -> Raise {
+        let argument = |index: c_int| {
+            if self.code_moved {
+                (index - 1).max(1)
+            } else {
+                index
+            }
+        };
+        match e {
+            CopyError::Unsupported { index } => Raise::Unsupported(argument(index)),
+            CopyError::Refused { index, why, .. } => Raise::Argument(argument(index), why),
+            e => e.into(),
         }
     }
 }
+
+/// The argument that holds the options of `spawn` and `new{...}`.
+pub(crate) const OPTIONS_ARGUMENT: c_int = 1;
 
 /// Makes a thread object for `setup` and pushes it.
 ///
@@ -445,8 +469,9 @@ pub(crate) unsafe fn create(l: RawState, module: Module, mut setup: Setup) -> c_
         };
         let extra = setup.extra.take();
         let built = guarded(l, || {
-            build(l, code, &setup, limit, levels)
-                .map(|state| Box::into_raw(Box::new(Thread::new(module, state, extra.map(Box::new)))))
+            build(l, code, &setup, limit, levels).map(|state| {
+                Box::into_raw(Box::new(Thread::new(module, state, extra.map(Box::new))))
+            })
         });
         match built {
             Ok(thread) if still_at(l, at, ud.cast()) && (*slot).is_null() => {
@@ -529,7 +554,7 @@ unsafe fn build(
     // with the free slots Lua gives `new` (see there).
     match unsafe { transfer(l, c, setup.first, setup.last, setup.rules, levels) } {
         Ok(_) => Ok(state),
-        Err(Failure::Copy(e)) => Err(e.into()),
+        Err(Failure::Copy(e)) => Err(setup.refusal(e)),
         Err(Failure::Raised) => {
             // SAFETY: as above.
             unsafe { push_message(c, l, b"") };
@@ -555,7 +580,10 @@ unsafe fn push_package(c: RawState) {
                 return;
             }
         }
-        ffi::lua_pushstring(c, c"llthreads: the new state has no package library".as_ptr());
+        ffi::lua_pushstring(
+            c,
+            c"llthreads: the new state has no package library".as_ptr(),
+        );
         ffi::lua_error(c);
     }
 }
@@ -600,6 +628,12 @@ unsafe fn give_preload(l: RawState, c: RawState, at: c_int, levels: c_int) -> Re
     // SAFETY: see the function's contract.
     match unsafe { transfer(l, c, at, at, Rules::VALUES, levels) } {
         Ok(_) => {}
+        // The table sits on the stack above the arguments: name the option.
+        Err(Failure::Copy(CopyError::Refused { why, .. })) => {
+            let mut text = Text::new("option 'preload': ");
+            text.push(why.as_bytes());
+            return Err(Raise::Argument(OPTIONS_ARGUMENT, text));
+        }
         Err(Failure::Copy(e)) => return Err(e.into()),
         Err(Failure::Raised) => {
             // SAFETY: the error object is on `c`'s top.
@@ -614,7 +648,10 @@ unsafe fn give_preload(l: RawState, c: RawState, at: c_int, levels: c_int) -> Re
             ffi::lua_pushstring(c, c"preload".as_ptr());
             ffi::lua_rawget(c, -2);
             if ffi::lua_type(c, -1) != ffi::LUA_TTABLE || ffi::lua_type(c, 1) != ffi::LUA_TTABLE {
-                ffi::lua_pushstring(c, c"llthreads: the new state has no package.preload".as_ptr());
+                ffi::lua_pushstring(
+                    c,
+                    c"llthreads: the new state has no package.preload".as_ptr(),
+                );
                 ffi::lua_error(c);
             }
             let preload = ffi::lua_gettop(c);
@@ -848,15 +885,7 @@ unsafe fn push_results(
             // 5.1 and LuaJIT that may run the child's finalizers, which must not run
             // in the middle of the copy.
             let levels = prepare_source(c, Frame::FIRST_RESULT, last);
-            transfer(
-                c,
-                l,
-                Frame::FIRST_RESULT,
-                last,
-                rules,
-                levels,
-            )
-            .map(|n| n + 1)
+            transfer(c, l, Frame::FIRST_RESULT, last, rules, levels).map(|n| n + 1)
         }
     };
     drop(state);

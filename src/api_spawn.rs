@@ -13,7 +13,7 @@ use mlua::ffi;
 use crate::api::{self, create, fail, guarded, thread_slot, Code, Setup};
 use crate::copy::Rules;
 use crate::names::{Module, Text, ThreadName};
-use crate::raw::{arg_error, string_at, RawState};
+use crate::raw::{arg_error, raw_field, string_at, RawState};
 use crate::thread::{Extra, StartError};
 
 /// The smallest `stack_size` accepted: twice the most stack that Lua code was
@@ -144,8 +144,12 @@ unsafe fn check_options(l: RawState, idx: c_int, entry: Entry) -> Options {
                         None => option_error(l, idx, c"name must not hold a zero byte"),
                     }
                 }
-                b"detached" => options.extra.detached = Some(check_boolean(l, idx, c"detached", value)),
-                b"joinable" => options.extra.joinable = Some(check_boolean(l, idx, c"joinable", value)),
+                b"detached" => {
+                    options.extra.detached = Some(check_boolean(l, idx, c"detached", value))
+                }
+                b"joinable" => {
+                    options.extra.joinable = Some(check_boolean(l, idx, c"joinable", value))
+                }
                 b"paths" => options.no_paths = !check_boolean(l, idx, c"paths", value),
                 b"stack_size" => {
                     let n = check_bytes(l, idx, c"stack_size", value);
@@ -254,7 +258,8 @@ unsafe fn check_preload(l: RawState, idx: c_int, value: c_int) {
         }
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, value) != 0 {
-            if ffi::lua_type(l, -2) != ffi::LUA_TSTRING || ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION
+            if ffi::lua_type(l, -2) != ffi::LUA_TSTRING
+                || ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION
             {
                 let msg = ffi::lua_pushfstring(
                     l,
@@ -279,23 +284,14 @@ unsafe fn push_paths(l: RawState) {
     // SAFETY: see the function's contract; raw reads only.
     unsafe {
         ffi::luaL_checkstack(l, 4, c"no room for paths".as_ptr());
-        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
-        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_pushstring(l, c"package".as_ptr());
-            ffi::lua_rawget(l, -2);
-            ffi::lua_replace(l, -2);
-        }
-        let package = ffi::lua_gettop(l);
+        raw_field(l, ffi::LUA_REGISTRYINDEX, c"_LOADED");
+        let loaded = ffi::lua_gettop(l);
+        raw_field(l, loaded, c"package");
+        ffi::lua_replace(l, loaded);
+        let package = loaded;
         for field in [c"path", c"cpath"] {
-            if ffi::lua_type(l, package) == ffi::LUA_TTABLE {
-                ffi::lua_pushstring(l, field.as_ptr());
-                ffi::lua_rawget(l, package);
-                if ffi::lua_type(l, -1) != ffi::LUA_TSTRING {
-                    ffi::lua_settop(l, -2);
-                    ffi::lua_pushnil(l);
-                }
-            } else {
+            if raw_field(l, package, field) != ffi::LUA_TSTRING {
+                ffi::lua_settop(l, -2);
                 ffi::lua_pushnil(l);
             }
         }
@@ -312,6 +308,7 @@ unsafe fn push_paths(l: RawState) {
 unsafe fn setup(
     l: RawState,
     options: Options,
+    entry: Entry,
     opts: Option<c_int>,
     code: Code,
     first: c_int,
@@ -325,8 +322,7 @@ unsafe fn setup(
         });
         let preload = match (options.preload, opts) {
             (true, Some(opts)) => {
-                ffi::lua_pushstring(l, c"preload".as_ptr());
-                ffi::lua_rawget(l, opts);
+                raw_field(l, opts, c"preload");
                 Some(ffi::lua_gettop(l))
             }
             _ => None,
@@ -340,6 +336,7 @@ unsafe fn setup(
             paths,
             preload,
             extra: Some(options.extra),
+            code_moved: entry == Entry::New,
         }
     }
 }
@@ -377,7 +374,7 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
             Code::Function => 2,
             Code::Source(_) => 3,
         };
-        let setup = setup(l, options, Some(1), code, first, last);
+        let setup = setup(l, options, Entry::New, Some(1), code, first, last);
         create(l, module, setup)
     }
 }
@@ -404,12 +401,15 @@ unsafe fn spawn(l: RawState, module: Module) -> c_int {
             None => Options::default(),
         };
         let last = ffi::lua_gettop(l);
-        let setup = setup(l, options, opts, Code::Function, first, last);
+        let setup = setup(l, options, Entry::Spawn, opts, Code::Function, first, last);
         create(l, module, setup);
         let object = ffi::lua_gettop(l);
         let slot = thread_slot(l, object);
         if slot.is_null() || (*slot).is_null() {
-            api::raise(l, api::Raise::Static(c"llthreads: spawn's thread object was changed by Lua code"));
+            api::raise(
+                l,
+                api::Raise::Static(c"llthreads: spawn's thread object was changed by Lua code"),
+            );
         }
         let thread = *slot;
         let outcome = guarded(l, || {

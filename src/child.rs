@@ -75,7 +75,9 @@ pub fn spawn(
         // The worker goes back to the pool before the record says "finished", so a
         // parent that sees it finished and then closes finds the worker parked.
         Owner::Child(state) => worker.run(Box::new(move |handback: pool::Handback<'_>| {
-            let status = named(name.as_deref(), || run_chunk(state.raw(), &record, name.as_deref()));
+            let status = named(name.as_deref(), || {
+                run_chunk(state.raw(), &record, name.as_deref())
+            });
             drop(state);
             log::debug!("child thread closed its own state");
             handback.then(|| record.finish(status));
@@ -84,7 +86,9 @@ pub fn spawn(
             let lent = Lent(raw);
             worker.run(Box::new(move |handback: pool::Handback<'_>| {
                 let lent = lent;
-                let status = named(name.as_deref(), || run_chunk(lent.0, &record, name.as_deref()));
+                let status = named(name.as_deref(), || {
+                    run_chunk(lent.0, &record, name.as_deref())
+                });
                 handback.then(|| record.finish(status));
             }))
         }

@@ -345,7 +345,9 @@ mod tests {
         // exits) and can be reserved again.
         drop(reserve(None).unwrap());
         let (tx, rx) = mpsc::channel();
-        reserve(None).unwrap().run(job(move || tx.send(()).unwrap()));
+        reserve(None)
+            .unwrap()
+            .run(job(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
