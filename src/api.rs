@@ -372,6 +372,9 @@ pub(crate) struct Setup {
     pub preload: Option<c_int>,
     /// Kept by the thread object; `None` for `new(code, ...)`.
     pub extra: Option<Extra>,
+    /// `new{code, ...}`: the code was moved from `[1]` of argument 1 to stack index 2,
+    /// so each of the caller's later arguments sits one slot above its number.
+    pub code_moved: bool,
 }
 
 impl Setup {
@@ -386,9 +389,30 @@ impl Setup {
             paths: None,
             preload: None,
             extra: None,
+            code_moved: false,
+        }
+    }
+
+    /// The error for a refused copy of the values, naming the caller's argument that
+    /// holds the refused value (not the stack slot it was copied from).
+    fn refusal(&self, e: CopyError) -> Raise {
+        let argument = |index: c_int| {
+            if self.code_moved {
+                (index - 1).max(1)
+            } else {
+                index
+            }
+        };
+        match e {
+            CopyError::Unsupported { index } => Raise::Unsupported(argument(index)),
+            CopyError::Refused { index, why, .. } => Raise::Argument(argument(index), why),
+            e => e.into(),
         }
     }
 }
+
+/// The argument that holds the options of `spawn` and `new{...}`.
+pub(crate) const OPTIONS_ARGUMENT: c_int = 1;
 
 /// Makes a thread object for `setup` and pushes it.
 ///
@@ -530,7 +554,7 @@ unsafe fn build(
     // with the free slots Lua gives `new` (see there).
     match unsafe { transfer(l, c, setup.first, setup.last, setup.rules, levels) } {
         Ok(_) => Ok(state),
-        Err(Failure::Copy(e)) => Err(e.into()),
+        Err(Failure::Copy(e)) => Err(setup.refusal(e)),
         Err(Failure::Raised) => {
             // SAFETY: as above.
             unsafe { push_message(c, l, b"") };
@@ -604,6 +628,12 @@ unsafe fn give_preload(l: RawState, c: RawState, at: c_int, levels: c_int) -> Re
     // SAFETY: see the function's contract.
     match unsafe { transfer(l, c, at, at, Rules::VALUES, levels) } {
         Ok(_) => {}
+        // The table sits on the stack above the arguments: name the option.
+        Err(Failure::Copy(CopyError::Refused { why, .. })) => {
+            let mut text = Text::new("option 'preload': ");
+            text.push(why.as_bytes());
+            return Err(Raise::Argument(OPTIONS_ARGUMENT, text));
+        }
         Err(Failure::Copy(e)) => return Err(e.into()),
         Err(Failure::Raised) => {
             // SAFETY: the error object is on `c`'s top.

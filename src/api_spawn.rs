@@ -13,7 +13,7 @@ use mlua::ffi;
 use crate::api::{self, create, fail, guarded, thread_slot, Code, Setup};
 use crate::copy::Rules;
 use crate::names::{Module, Text, ThreadName};
-use crate::raw::{arg_error, string_at, RawState};
+use crate::raw::{arg_error, raw_field, string_at, RawState};
 use crate::thread::{Extra, StartError};
 
 /// The smallest `stack_size` accepted: twice the most stack that Lua code was
@@ -284,23 +284,14 @@ unsafe fn push_paths(l: RawState) {
     // SAFETY: see the function's contract; raw reads only.
     unsafe {
         ffi::luaL_checkstack(l, 4, c"no room for paths".as_ptr());
-        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
-        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_pushstring(l, c"package".as_ptr());
-            ffi::lua_rawget(l, -2);
-            ffi::lua_replace(l, -2);
-        }
-        let package = ffi::lua_gettop(l);
+        raw_field(l, ffi::LUA_REGISTRYINDEX, c"_LOADED");
+        let loaded = ffi::lua_gettop(l);
+        raw_field(l, loaded, c"package");
+        ffi::lua_replace(l, loaded);
+        let package = loaded;
         for field in [c"path", c"cpath"] {
-            if ffi::lua_type(l, package) == ffi::LUA_TTABLE {
-                ffi::lua_pushstring(l, field.as_ptr());
-                ffi::lua_rawget(l, package);
-                if ffi::lua_type(l, -1) != ffi::LUA_TSTRING {
-                    ffi::lua_settop(l, -2);
-                    ffi::lua_pushnil(l);
-                }
-            } else {
+            if raw_field(l, package, field) != ffi::LUA_TSTRING {
+                ffi::lua_settop(l, -2);
                 ffi::lua_pushnil(l);
             }
         }
@@ -317,6 +308,7 @@ unsafe fn push_paths(l: RawState) {
 unsafe fn setup(
     l: RawState,
     options: Options,
+    entry: Entry,
     opts: Option<c_int>,
     code: Code,
     first: c_int,
@@ -330,8 +322,7 @@ unsafe fn setup(
         });
         let preload = match (options.preload, opts) {
             (true, Some(opts)) => {
-                ffi::lua_pushstring(l, c"preload".as_ptr());
-                ffi::lua_rawget(l, opts);
+                raw_field(l, opts, c"preload");
                 Some(ffi::lua_gettop(l))
             }
             _ => None,
@@ -345,6 +336,7 @@ unsafe fn setup(
             paths,
             preload,
             extra: Some(options.extra),
+            code_moved: entry == Entry::New,
         }
     }
 }
@@ -382,7 +374,7 @@ unsafe fn new(l: RawState, module: Module) -> c_int {
             Code::Function => 2,
             Code::Source(_) => 3,
         };
-        let setup = setup(l, options, Some(1), code, first, last);
+        let setup = setup(l, options, Entry::New, Some(1), code, first, last);
         create(l, module, setup)
     }
 }
@@ -409,7 +401,7 @@ unsafe fn spawn(l: RawState, module: Module) -> c_int {
             None => Options::default(),
         };
         let last = ffi::lua_gettop(l);
-        let setup = setup(l, options, opts, Code::Function, first, last);
+        let setup = setup(l, options, Entry::Spawn, opts, Code::Function, first, last);
         create(l, module, setup);
         let object = ffi::lua_gettop(l);
         let slot = thread_slot(l, object);

@@ -651,9 +651,12 @@ unsafe fn push_named(to: RawState, name: &[u8]) {
         ffi::lua_rawget(to, ffi::LUA_REGISTRYINDEX);
         if ffi::lua_type(to, -1) == ffi::LUA_TTABLE {
             push_bytes(to, module);
+            // Pushing the name may have run a finalizer that replaced the table.
+            expect_table(to, -2);
             ffi::lua_rawget(to, -2);
             if ffi::lua_type(to, -1) == ffi::LUA_TTABLE {
                 push_bytes(to, field);
+                expect_table(to, -2);
                 ffi::lua_rawget(to, -2);
                 if ffi::lua_iscfunction(to, -1) != 0 {
                     ffi::lua_replace(to, -3);
@@ -1494,29 +1497,43 @@ static NAMES_KEY: u8 = 0;
 pub unsafe fn c_function_names(l: RawState) {
     let mut body = |l: RawState| -> c_int {
         // SAFETY: protected on `l`; raw table operations only, so no metamethod of
-        // the user's runs (an allocation's finalizer may; the loop re-checks types).
+        // the user's runs. An allocation's finalizer may, and can replace any slot of
+        // this frame (`debug.setlocal`): every slot is checked to be a table after the
+        // last allocation before a raw call on it (a bad key makes `lua_next` raise,
+        // which stops here).
         unsafe {
             ffi::lua_newtable(l); // 1: names
             ffi::lua_newtable(l); // 2: its metatable
             ffi::lua_pushstring(l, c"k".as_ptr());
             ffi::lua_setfield(l, 2, c"__mode".as_ptr());
+            expect_table(l, 1);
+            expect_table(l, 2);
             ffi::lua_setmetatable(l, 1);
             ffi::lua_pushstring(l, c"_LOADED".as_ptr());
             ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX); // 2: package.loaded
             if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
                 ffi::lua_pushnil(l);
-                while ffi::lua_next(l, 2) != 0 {
+                loop {
+                    expect_table(l, 2);
+                    if ffi::lua_next(l, 2) == 0 {
+                        break;
+                    }
                     // 3: module name, 4: module
                     if ffi::lua_type(l, 3) == ffi::LUA_TSTRING
                         && ffi::lua_type(l, 4) == ffi::LUA_TTABLE
                     {
                         ffi::lua_pushnil(l);
-                        while ffi::lua_next(l, 4) != 0 {
+                        loop {
+                            expect_table(l, 4);
+                            if ffi::lua_next(l, 4) == 0 {
+                                break;
+                            }
                             // 5: field, 6: value
                             if ffi::lua_type(l, 5) == ffi::LUA_TSTRING
                                 && ffi::lua_iscfunction(l, 6) != 0
                             {
                                 ffi::lua_pushvalue(l, 6);
+                                expect_table(l, 1);
                                 ffi::lua_rawget(l, 1);
                                 let known = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
                                 ffi::lua_settop(l, 6);
@@ -1526,6 +1543,7 @@ pub unsafe fn c_function_names(l: RawState) {
                                     ffi::lua_pushlstring(l, c"".as_ptr(), 1);
                                     ffi::lua_pushvalue(l, 5);
                                     ffi::lua_concat(l, 3);
+                                    expect_table(l, 1);
                                     ffi::lua_rawset(l, 1);
                                 }
                             }

@@ -217,6 +217,28 @@ pub unsafe fn protected(
     status
 }
 
+/// Pushes `t[name]`, read raw, where `t` is the value at the absolute index `idx`, or
+/// pushes nil when that value is not a table. Pushing the key may run a finalizer,
+/// and Lua code there can replace any stack slot of a C frame (`debug.setlocal`): the
+/// slot is checked after the push, just before the raw get, which never runs Lua code.
+///
+/// # Safety
+/// `l` is valid with one free stack slot, in a context where a raise (out of memory
+/// while pushing the key) is allowed; `idx` is a valid absolute index or a pseudo-index.
+pub unsafe fn raw_field(l: RawState, idx: c_int, name: &std::ffi::CStr) -> c_int {
+    // SAFETY: see the function's contract; the raw get is only made on a table.
+    unsafe {
+        ffi::lua_pushstring(l, name.as_ptr());
+        if ffi::lua_type(l, idx) == ffi::LUA_TTABLE {
+            ffi::lua_rawget(l, idx);
+        } else {
+            ffi::lua_settop(l, -2);
+            ffi::lua_pushnil(l);
+        }
+        ffi::lua_type(l, -1)
+    }
+}
+
 /// Pushes `registry[key]` where `key` is a light userdata. Returns the value's type.
 ///
 /// # Safety
