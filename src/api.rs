@@ -305,7 +305,7 @@ unsafe extern "C-unwind" fn l_set_memory_limit(l: RawState) -> c_int {
 ///
 /// # Safety
 /// Valid state, run by this thread, with one free slot; never raises.
-unsafe fn memory_limit(l: RawState) -> Option<usize> {
+pub(crate) unsafe fn memory_limit(l: RawState) -> Option<usize> {
     // SAFETY: see the function's contract.
     let (asked, own) = unsafe {
         let asked = (registry_get(l, &MEMORY_LIMIT_KEY) == ffi::LUA_TNUMBER)

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use mlua::ffi;
 
 use crate::api::{self, fail, guarded, raise, set_function, Raise};
+use crate::api_pool;
 use crate::channel::{Channel, Failed, Wait};
-use crate::copy::{c_function_names, deliver, encode, prepare_source, CopyError};
+use crate::copy::{c_function_names, deliver, encode, prepare_source, CopyError, Rules};
 use crate::handle;
 use crate::interrupt;
 use crate::names::Module;
@@ -45,7 +46,7 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
     handle::set_methods(METHODS);
     // SAFETY: see the function's contract; the module table is left on top.
     unsafe {
-        let n = crate::api_spawn::open(l, module);
+        let n = crate::api_pool::open(l, module);
         set_function(l, c"channel", l_channel);
         set_function(l, c"select", l_select);
         set_function(l, c"sleep", l_sleep);
@@ -350,7 +351,16 @@ unsafe fn send(
     names_fresh: bool,
 ) -> Outcome {
     // SAFETY: see the function's contract; encoding only reads `l`.
-    let msg = match unsafe { encode(l, 2, &mut |len| channel.spare(len), levels, names_fresh) } {
+    let msg = match unsafe {
+        encode(
+            l,
+            2,
+            &mut |len| channel.spare(len),
+            levels,
+            names_fresh,
+            Rules::VALUES,
+        )
+    } {
         Ok(msg) => msg,
         Err(CopyError::NeedNames) => return Outcome::NeedNames,
         Err(e) => return Outcome::Raise(e.into()),
@@ -462,6 +472,8 @@ unsafe extern "C-unwind" fn l_closed(l: RawState) -> c_int {
 enum Kind {
     Channel(*const Channel),
     Thread(*mut Thread),
+    /// A pool task (`pool:submit`).
+    Task(*const crate::taskpool::Task),
 }
 
 /// The item on top of the stack (item `i` of argument 1), or an argument error.
@@ -474,6 +486,10 @@ unsafe fn check_item(l: RawState, i: usize) -> Kind {
         let channel = handle::channel_at(l, -1);
         if !channel.is_null() {
             return Kind::Channel(channel);
+        }
+        let task = api_pool::task_at(l, -1);
+        if !task.is_null() {
+            return Kind::Task(task);
         }
         let slot = api::thread_slot(l, -1);
         if !slot.is_null() {
@@ -496,7 +512,7 @@ unsafe fn check_item(l: RawState, i: usize) -> Kind {
         }
         let msg = ffi::lua_pushfstring(
             l,
-            c"item %d: llthreads.channel or thread expected, got %s".as_ptr(),
+            c"item %d: llthreads.channel, thread or task expected, got %s".as_ptr(),
             i as c_int,
             ffi::luaL_typename(l, -1),
         );
@@ -540,6 +556,8 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
             ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer);
             let kind = if !handle::channel_at(l, -1).is_null() {
                 Kind::Channel(handle::channel_at(l, -1))
+            } else if !api_pool::task_at(l, -1).is_null() {
+                Kind::Task(api_pool::task_at(l, -1))
             } else {
                 Kind::Thread(*api::thread_slot(l, -1))
             };
@@ -549,6 +567,7 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
                     Arc::increment_strong_count(c);
                     sources.push(Source::Channel(Arc::from_raw(c)));
                 }
+                Kind::Task(t) => sources.push(Source::Thread(api_pool::task_record(t))),
                 Kind::Thread(t) => match (*t).end_source() {
                     Ok(record) => sources.push(Source::Thread(record)),
                     // Checked by `l_select` just before, with no Lua code run since.

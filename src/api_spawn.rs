@@ -99,7 +99,7 @@ struct Options {
 ///
 /// # Safety
 /// As for `arg_error`.
-unsafe fn option_error(l: RawState, idx: c_int, text: &CStr) -> ! {
+pub(crate) unsafe fn option_error(l: RawState, idx: c_int, text: &CStr) -> ! {
     // SAFETY: see the function's contract.
     unsafe { arg_error(l, idx, text) }
 }
@@ -197,7 +197,13 @@ unsafe fn check_options(l: RawState, idx: c_int, entry: Entry) -> Options {
 ///
 /// # Safety
 /// As for [`check_options`].
-unsafe fn type_error(l: RawState, idx: c_int, option: &CStr, what: &CStr, value: c_int) -> ! {
+pub(crate) unsafe fn type_error(
+    l: RawState,
+    idx: c_int,
+    option: &CStr,
+    what: &CStr,
+    value: c_int,
+) -> ! {
     // SAFETY: see the function's contract.
     unsafe {
         let msg = ffi::lua_pushfstring(
@@ -213,7 +219,7 @@ unsafe fn type_error(l: RawState, idx: c_int, option: &CStr, what: &CStr, value:
 
 /// # Safety
 /// As for [`check_options`].
-unsafe fn check_boolean(l: RawState, idx: c_int, option: &CStr, value: c_int) -> bool {
+pub(crate) unsafe fn check_boolean(l: RawState, idx: c_int, option: &CStr, value: c_int) -> bool {
     // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(l, value) != ffi::LUA_TBOOLEAN {
@@ -227,7 +233,7 @@ unsafe fn check_boolean(l: RawState, idx: c_int, option: &CStr, value: c_int) ->
 ///
 /// # Safety
 /// As for [`check_options`].
-unsafe fn check_bytes(l: RawState, idx: c_int, option: &CStr, value: c_int) -> usize {
+pub(crate) unsafe fn check_bytes(l: RawState, idx: c_int, option: &CStr, value: c_int) -> usize {
     // SAFETY: see the function's contract.
     unsafe {
         if ffi::lua_type(l, value) != ffi::LUA_TNUMBER {
@@ -280,7 +286,7 @@ unsafe fn check_preload(l: RawState, idx: c_int, value: c_int) {
 ///
 /// # Safety
 /// Called from a C function Lua called, owning nothing (may raise: allocation).
-unsafe fn push_paths(l: RawState) {
+pub(crate) unsafe fn push_paths(l: RawState) {
     // SAFETY: see the function's contract; raw reads only.
     unsafe {
         ffi::luaL_checkstack(l, 4, c"no room for paths".as_ptr());

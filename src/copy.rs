@@ -346,6 +346,9 @@ struct StateSink {
     /// Target index of the table mapping source table keys to their copies.
     cache: c_int,
     has_cache: bool,
+    /// Registry key of a table of loaded functions by bytecode, for the next function
+    /// met (a pool task's): a hit reuses the loaded function instead of loading again.
+    loaded: Option<*const u8>,
 }
 
 impl StateSink {
@@ -364,6 +367,7 @@ impl StateSink {
                 to,
                 cache: ffi::lua_gettop(to),
                 has_cache: false,
+                loaded: None,
             }
         }
     }
@@ -447,15 +451,10 @@ impl Sink for StateSink {
         // version (binary mode only: never source text).
         unsafe {
             self.make_room();
-            let status = ffi::luaL_loadbufferx(
-                to,
-                code.as_ptr().cast(),
-                code.len(),
-                c"=(copied function)".as_ptr(),
-                c"b".as_ptr(),
-            );
-            if status != ffi::LUA_OK {
-                ffi::lua_error(to);
+            if let Some(loaded) = self.loaded.take() {
+                load_cached(to, code, loaded);
+            } else {
+                load_bytecode(to, code);
             }
             self.remember(key);
         }
@@ -605,6 +604,76 @@ impl StateSink {
             upvalue_join(to, -2, n, -1, m);
             ffi::lua_settop(to, -2);
         }
+    }
+}
+
+/// Loads `code` (bytecode from `lua_dump`) onto `to`, or raises.
+///
+/// # Safety
+/// Protected on `to`, with a free slot.
+unsafe fn load_bytecode(to: RawState, code: &[u8]) {
+    // SAFETY: see the function's contract. Binary mode only: never source text.
+    unsafe {
+        let status = ffi::luaL_loadbufferx(
+            to,
+            code.as_ptr().cast(),
+            code.len(),
+            c"=(copied function)".as_ptr(),
+            c"b".as_ptr(),
+        );
+        if status != ffi::LUA_OK {
+            ffi::lua_error(to);
+        }
+    }
+}
+
+/// How many functions a worker state keeps loaded before it starts over.
+const LOADED_MAX: ffi::lua_Integer = 256;
+
+/// Pushes the function loaded from `code`: the one kept in `registry[key]` (a table
+/// of bytecode → function) when there is one, else a new one, then kept there. Its
+/// upvalues are set by the copy that follows, so a kept function is as good as a new
+/// one for a task that runs after the previous one ended.
+///
+/// # Safety
+/// Protected on `to`, with four free slots.
+unsafe fn load_cached(to: RawState, code: &[u8], key: *const u8) {
+    // SAFETY: see the function's contract; raw operations on a table just checked.
+    unsafe {
+        if registry_get(to, key) != ffi::LUA_TTABLE {
+            ffi::lua_settop(to, -2);
+            load_bytecode(to, code);
+            return;
+        }
+        push_bytes(to, code);
+        expect_table(to, -2);
+        ffi::lua_rawget(to, -2);
+        if ffi::lua_type(to, -1) == ffi::LUA_TFUNCTION && ffi::lua_iscfunction(to, -1) == 0 {
+            ffi::lua_remove(to, -2);
+            return;
+        }
+        ffi::lua_settop(to, -2);
+        // The count of kept functions, under the key itself.
+        ffi::lua_pushlightuserdata(to, key as *mut c_void);
+        ffi::lua_rawget(to, -2);
+        let kept = ffi::lua_tointeger(to, -1);
+        ffi::lua_settop(to, -2);
+        if kept >= LOADED_MAX {
+            ffi::lua_settop(to, -2);
+            ffi::lua_newtable(to);
+            ffi::lua_pushvalue(to, -1);
+            registry_set(to, key);
+        }
+        load_bytecode(to, code);
+        push_bytes(to, code);
+        ffi::lua_pushvalue(to, -2);
+        expect_table(to, -4);
+        ffi::lua_rawset(to, -4);
+        ffi::lua_pushlightuserdata(to, key as *mut c_void);
+        ffi::lua_pushinteger(to, if kept >= LOADED_MAX { 1 } else { kept + 1 });
+        expect_table(to, -4);
+        ffi::lua_rawset(to, -4);
+        ffi::lua_remove(to, -2);
     }
 }
 
@@ -1268,6 +1337,7 @@ pub unsafe fn encode(
     buffer: &mut dyn FnMut(usize) -> Vec<u8>,
     levels: c_int,
     names_fresh: bool,
+    rules: Rules,
 ) -> Result<Msg, CopyError> {
     // SAFETY: reads only (see `Copier::value`), within the reserved slots.
     unsafe {
@@ -1290,14 +1360,7 @@ pub unsafe fn encode(
         }
         let mut dump = Vec::new();
         let mut encoder = Encoder::with_buffer(buffer(0));
-        let mut copier = Copier::new(
-            from,
-            &mut encoder,
-            Rules::VALUES,
-            levels,
-            &mut dump,
-            names_fresh,
-        );
+        let mut copier = Copier::new(from, &mut encoder, rules, levels, &mut dump, names_fresh);
         copier.top_level = idx;
         copier.value(idx, 1)?;
         Ok(encoder.finish())
@@ -1334,7 +1397,7 @@ unsafe fn deliver_protected(view: View<'_, Channel>, to: RawState) -> Result<(),
     let mut body = |to: RawState| -> c_int {
         if let Some(view) = view.take() {
             // SAFETY: protected on `to`; the message outlives the call.
-            unsafe { write_view(to, view) };
+            unsafe { write_view(to, view, None) };
         }
         1
     };
@@ -1359,11 +1422,37 @@ unsafe fn push_integer(to: RawState, i: i64) {
     }
 }
 
-/// Writes a message's value onto `to`, through the state sink for encoded values.
+/// Pushes the function of a pool task's message onto `to`, reusing the function
+/// loaded for an earlier task with the same bytecode (kept in `registry[loaded]` of
+/// `to`), so that a function submitted many times is loaded once per worker.
+/// On failure the error object is on top of `to` instead.
+///
+/// # Safety
+/// As for [`deliver`].
+pub unsafe fn deliver_task(msg: &Msg, to: RawState, loaded: &'static u8) -> Result<(), ()> {
+    let view = Some(msg.view());
+    let mut view = view;
+    let mut body = |to: RawState| -> c_int {
+        if let Some(view) = view.take() {
+            // SAFETY: protected on `to`; the message outlives the call.
+            unsafe { write_view(to, view, Some(loaded)) };
+        }
+        1
+    };
+    // SAFETY: as in `deliver_protected`.
+    match unsafe { protected(to, 0, 1, &mut body) } {
+        ffi::LUA_OK => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Writes a message's value onto `to`, through the state sink for encoded values
+/// (whose first function, with `loaded`, may be one loaded before: see
+/// [`deliver_task`]).
 ///
 /// # Safety
 /// Protected on `to` (may raise); the message that `view` borrows is alive.
-unsafe fn write_view(to: RawState, view: View<'_, Channel>) {
+unsafe fn write_view(to: RawState, view: View<'_, Channel>, loaded: Option<*const u8>) {
     // SAFETY: see the function's contract.
     unsafe {
         match view {
@@ -1373,6 +1462,7 @@ unsafe fn write_view(to: RawState, view: View<'_, Channel>) {
             View::Str(s) => push_bytes(to, s),
             View::Encoded(mut reader) => {
                 let mut sink = StateSink::new(to, 1);
+                sink.loaded = loaded;
                 let mut tables = 0u32;
                 if let Some(item) = reader.next() {
                     decode(&mut reader, item, &mut sink, &mut tables);

@@ -14,7 +14,8 @@
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
 //! [`pool`], [`wait`] → [`raw`] → [`message`] → [`channel`] → [`handle`] → [`state`],
 //! [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`] → [`child`] →
-//! [`thread`] → [`select`] → [`api`] → [`api_spawn`] → [`api_channel`], [`ex`].
+//! [`thread`], [`taskpool`] → [`select`] → [`api`] → [`api_spawn`] → [`api_pool`] →
+//! [`api_channel`], [`ex`].
 //!
 //! No Rust panic reaches Lua: entry points catch panics of their work and raise them
 //! as Lua errors; anywhere else a panic aborts with a message ([`barrier`]). The
@@ -39,6 +40,7 @@ compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua
 
 mod api;
 mod api_channel;
+mod api_pool;
 mod api_spawn;
 mod barrier;
 mod channel;
@@ -58,6 +60,7 @@ mod raw;
 mod record;
 mod select;
 mod state;
+mod taskpool;
 mod thread;
 mod wait;
 

@@ -1,0 +1,639 @@
+//! A pool of warm Lua states: `size` OS threads, each owning one Lua state made once
+//! (libraries opened, the creator's paths, `init` run), that run short tasks in
+//! submission order.
+//!
+//! A task is a function (or source) and its arguments, held as channel messages
+//! ([`Msg`]) until a worker takes it: the submitter's state is free to go on, or to
+//! close. Each task has a [`Record`] of its own, exactly as a thread has: `join`,
+//! `alive`, `select` and `interrupt()` work on a task as on a thread, and an interrupt
+//! reaches only the task it was made for (the worker enters and leaves the record
+//! around that task's call only). The results are copied out of the worker's state into
+//! messages before the next task runs, so the state's stack is empty between tasks;
+//! its hooks are reset after each task, and a task's error never ends its worker.
+//!
+//! The queue is bounded when the pool was given a `queue` size: `submit` then waits
+//! for room through [`wait`](crate::wait), so `interrupt()` reaches a waiting submitter
+//! as any other wait. A worker whose state ran `max_tasks` tasks, or holds more than
+//! `max_memory` bytes after a task, gets a fresh state (init run again) before the
+//! next one.
+
+use std::collections::VecDeque;
+use std::ffi::c_int;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mlua::ffi;
+use parking_lot::{Condvar, Mutex};
+
+use crate::channel::{Msg, Wait};
+use crate::copy::{
+    c_function_names, deliver, deliver_task, encode, prepare_source, reserve, CopyError, Rules,
+    SOURCE_SLOTS,
+};
+use crate::coroutine;
+use crate::errors::{describe_error, traceback};
+use crate::interrupt::{self, Request};
+use crate::message::View;
+use crate::names::Module;
+use crate::raw::{protected, push_bytes, string_at, RawState};
+use crate::record::{Ended, Record};
+use crate::state::ChildState;
+use crate::wait::{self, WaitList};
+
+/// The stack slot of a worker state's message handler; a task's function and
+/// arguments go above it.
+const HANDLER: c_int = 1;
+
+/// What a pool is made with (checked by the Lua-facing side).
+pub struct Config {
+    pub size: usize,
+    /// `init`: a function or source, as a message.
+    pub init: Option<Msg>,
+    /// Bounded queue: at most this many tasks wait.
+    pub queue: Option<usize>,
+    pub max_tasks: Option<u64>,
+    pub max_memory: Option<usize>,
+    /// The creator's `package.path` and `package.cpath`, for every worker state.
+    pub paths: Option<Paths>,
+    /// The memory limit of worker states (the creator's own).
+    pub limit: Option<usize>,
+    pub module: Module,
+}
+
+/// `package.path` and `package.cpath` (each absent where the creator had none).
+pub struct Paths {
+    pub path: Option<Vec<u8>>,
+    pub cpath: Option<Vec<u8>>,
+}
+
+/// A task's function or source, and its arguments.
+struct Work {
+    function: Msg,
+    args: Vec<Msg>,
+}
+
+/// What became of a task.
+enum Outcome {
+    Waiting(Work),
+    Running,
+    /// The function returned these values.
+    Returned(Vec<Msg>),
+    /// It raised: the error's text.
+    Failed(Vec<u8>),
+    /// The pool was closed with `cancel` before it ran.
+    Cancelled,
+    /// `join` took the outcome.
+    Joined,
+}
+
+/// One submitted task, shared by its Lua object and the pool.
+pub struct Task {
+    record: Arc<Record>,
+    outcome: Mutex<Outcome>,
+}
+
+/// What `join` gets.
+pub enum Joined {
+    Timeout,
+    /// The joining code was interrupted: raise this module's `interrupted_error`.
+    Interrupted(Module),
+    Returned(Vec<Msg>),
+    Failed(Vec<u8>),
+    Cancelled,
+    /// The task was joined before.
+    Again,
+}
+
+impl Task {
+    /// The record to wait on for this task's end (`select`).
+    pub fn record(&self) -> &Arc<Record> {
+        &self.record
+    }
+
+    pub fn alive(&self) -> bool {
+        !self.record.is_finished()
+    }
+
+    /// Asks the task to raise `interrupted_error` (once, or on every event) or stops
+    /// asking; before the task runs, the request waits for it.
+    pub fn interrupt(&self, request: Request) {
+        self.record.interrupt(request);
+    }
+
+    /// Waits for the end as `wait` says, then takes the outcome.
+    pub fn join(&self, wait: Wait) -> Joined {
+        if matches!(*self.outcome.lock(), Outcome::Joined) {
+            return Joined::Again;
+        }
+        let finished = match wait {
+            Wait::Now => self.record.is_finished(),
+            Wait::Until(deadline) => {
+                let mut module = None;
+                let mut interrupted = || {
+                    module = interrupt::claim_here();
+                    module.is_some()
+                };
+                match self.record.wait_end(deadline, &mut interrupted) {
+                    Ended::Finished => true,
+                    Ended::TimedOut => false,
+                    Ended::Interrupted => {
+                        return Joined::Interrupted(module.unwrap_or_default());
+                    }
+                }
+            }
+        };
+        if !finished {
+            return Joined::Timeout;
+        }
+        // The last moment the results are still the task's (as for a thread's join).
+        if let Some(module) = interrupt::claim_here() {
+            return Joined::Interrupted(module);
+        }
+        let mut outcome = self.outcome.lock();
+        match std::mem::replace(&mut *outcome, Outcome::Joined) {
+            Outcome::Returned(values) => Joined::Returned(values),
+            Outcome::Failed(text) => Joined::Failed(text),
+            Outcome::Cancelled => Joined::Cancelled,
+            Outcome::Joined => Joined::Again,
+            other => {
+                // A finished record always has its outcome stored first.
+                *outcome = other;
+                Joined::Timeout
+            }
+        }
+    }
+}
+
+struct Queue {
+    tasks: VecDeque<Arc<Task>>,
+    /// No more tasks are taken; the workers end once the queue is empty.
+    closed: bool,
+    /// Submitters waiting for room in a bounded queue.
+    submitters: WaitList,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Workers wait here for a task.
+    task_ready: Condvar,
+    config: Config,
+}
+
+/// Why `submit` did not queue a task.
+pub enum Refused {
+    Closed,
+    Full,
+    Timeout,
+    Interrupted(Module),
+}
+
+/// The pool, owned by its Lua object.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts the workers and waits until each has made its state and run `init`;
+    /// when one fails, the pool is closed again and the first error's text returned.
+    pub fn new(config: Config) -> Result<Pool, Vec<u8>> {
+        let size = config.size;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::new(),
+                closed: false,
+                submitters: WaitList::new(),
+            }),
+            task_ready: Condvar::new(),
+            config,
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut pool = Pool {
+            shared,
+            workers: Vec::with_capacity(size),
+        };
+        for _ in 0..size {
+            let shared = Arc::clone(&pool.shared);
+            let ready = ready_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("llthreads-pool".into())
+                .stack_size(8 << 20)
+                .spawn(move || work(shared, ready));
+            match spawned {
+                Ok(handle) => pool.workers.push(handle),
+                Err(e) => {
+                    pool.close(false, None);
+                    return Err(format!("could not create a pool thread: {e}").into_bytes());
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..size {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(text)) => {
+                    failure.get_or_insert(text);
+                }
+                Err(_) => {
+                    failure.get_or_insert_with(|| b"a pool thread ended early".to_vec());
+                }
+            }
+        }
+        match failure {
+            None => Ok(pool),
+            Some(text) => {
+                pool.close(false, None);
+                Err(text)
+            }
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.shared.config.size
+    }
+
+    /// Queues `fn(args...)`; waits as `wait` says while a bounded queue is full.
+    pub fn submit(&self, function: Msg, args: Vec<Msg>, wait: Wait) -> Result<Arc<Task>, Refused> {
+        let task = Arc::new(Task {
+            record: Arc::new(Record::new(self.shared.config.module, Request::None)),
+            outcome: Mutex::new(Outcome::Waiting(Work { function, args })),
+        });
+        let capacity = self.shared.config.queue;
+        let mut queue = self.shared.queue.lock();
+        let has_room = |q: &Queue| capacity.is_none_or(|c| q.tasks.len() < c);
+        if !queue.closed && !has_room(&queue) {
+            let Wait::Until(deadline) = wait else {
+                return Err(Refused::Full);
+            };
+            drop(queue);
+            let w = wait::current();
+            loop {
+                queue = self.shared.queue.lock();
+                if queue.closed || has_room(&queue) {
+                    queue.submitters.remove(&w);
+                    break;
+                }
+                queue.submitters.register(&w);
+                drop(queue);
+                if let Some(module) = interrupt::claim_here() {
+                    self.shared.queue.lock().submitters.remove(&w);
+                    return Err(Refused::Interrupted(module));
+                }
+                if wait::expired(deadline) {
+                    self.shared.queue.lock().submitters.remove(&w);
+                    return Err(Refused::Timeout);
+                }
+                w.park(deadline);
+            }
+        }
+        if queue.closed {
+            return Err(Refused::Closed);
+        }
+        queue.tasks.push_back(Arc::clone(&task));
+        drop(queue);
+        self.shared.task_ready.notify_one();
+        Ok(task)
+    }
+
+    /// Refuses new tasks; with `cancel`, the queued ones never run (their `join` says
+    /// so). Waits for the workers to end, until `deadline` (`None`: no limit); returns
+    /// whether they all have (those that have not are left to end by themselves).
+    pub fn close(&mut self, cancel: bool, deadline: Option<Instant>) -> bool {
+        let (cancelled, submitters) = {
+            let mut queue = self.shared.queue.lock();
+            queue.closed = true;
+            let cancelled = if cancel {
+                std::mem::take(&mut queue.tasks)
+            } else {
+                VecDeque::new()
+            };
+            (cancelled, queue.submitters.take_all())
+        };
+        self.shared.task_ready.notify_all();
+        wait::wake_all(submitters);
+        for task in cancelled {
+            *task.outcome.lock() = Outcome::Cancelled;
+            task.record.finish(ffi::LUA_ERRRUN);
+        }
+        while let Some(worker) = self.workers.pop() {
+            if deadline.is_some() {
+                while !worker.is_finished() {
+                    if wait::expired(deadline) {
+                        self.workers.push(worker);
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            let _ = worker.join();
+        }
+        true
+    }
+}
+
+impl Drop for Pool {
+    /// A pool dropped without `close` (collected): no new tasks, the queued ones still
+    /// run, and the workers end by themselves; nobody waits for them.
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.task_ready.notify_all();
+        self.workers.clear();
+    }
+}
+
+/// The next task, or `None` once the pool is closed and its queue empty.
+fn next_task(shared: &Shared) -> Option<Arc<Task>> {
+    let mut queue = shared.queue.lock();
+    loop {
+        if let Some(task) = queue.tasks.pop_front() {
+            if let Some(w) = queue.submitters.pop() {
+                w.wake();
+            }
+            return Some(task);
+        }
+        if queue.closed {
+            return None;
+        }
+        shared.task_ready.wait(&mut queue);
+    }
+}
+
+/// A worker's life: make a state, say so, run tasks until the pool closes.
+fn work(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), Vec<u8>>>) {
+    let mut state = match WorkerState::new(&shared.config) {
+        Ok(state) => state,
+        Err(text) => {
+            let _ = ready.send(Err(text));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    while let Some(task) = next_task(&shared) {
+        state.run(&task);
+        if state.worn(&shared.config) {
+            // The fresh state first: when `init` fails now, the old state goes on.
+            match WorkerState::new(&shared.config) {
+                Ok(fresh) => state = fresh,
+                Err(text) => log::warn!(
+                    "pool worker kept its state: a fresh one failed: {}",
+                    String::from_utf8_lossy(&text)
+                ),
+            }
+        }
+    }
+}
+
+/// A worker's Lua state and how much it has run.
+struct WorkerState {
+    state: ChildState,
+    tasks: u64,
+}
+
+/// Registry key of a worker state's cache of loaded task functions.
+static FUNCTIONS_KEY: u8 = 0;
+
+impl WorkerState {
+    /// Makes the state: libraries, the creator's paths, the message handler, `init`.
+    fn new(config: &Config) -> Result<WorkerState, Vec<u8>> {
+        let state = ChildState::new(config.limit).ok_or_else(|| b"not enough memory".to_vec())?;
+        let l = state.raw();
+        let mut body = |l: RawState| -> c_int {
+            // SAFETY: protected on `l`, a fresh state this thread owns.
+            unsafe {
+                ffi::luaL_openlibs(l);
+                coroutine::install(l);
+                if let Some(paths) = &config.paths {
+                    set_package_field(l, c"path", paths.path.as_deref());
+                    set_package_field(l, c"cpath", paths.cpath.as_deref());
+                }
+                ffi::lua_newtable(l);
+                crate::raw::registry_set(l, &FUNCTIONS_KEY);
+                ffi::lua_pushcfunction(l, traceback);
+            }
+            1
+        };
+        // SAFETY: a fresh state has LUA_MINSTACK free slots; the body owns nothing.
+        if unsafe { protected(l, 0, 1, &mut body) } != ffi::LUA_OK {
+            // SAFETY: the error object is on top.
+            return Err(unsafe { error_text(l) });
+        }
+        let mut worker = WorkerState { state, tasks: 0 };
+        if let Some(init) = &config.init {
+            // SAFETY: the stack is `[handler]`; this thread owns the state.
+            let failed = unsafe { worker.call(init, &[], None) };
+            if let Some(text) = failed {
+                return Err(text);
+            }
+            // SAFETY: as above; `init`'s results are dropped.
+            unsafe { ffi::lua_settop(l, HANDLER) };
+        }
+        Ok(worker)
+    }
+
+    /// Pushes `function` (source is compiled) and `args`, and calls it under the
+    /// message handler, entering `record` around the call when there is one. Leaves
+    /// the results above the handler; returns the error's text when it failed.
+    ///
+    /// # Safety
+    /// This thread owns the state; its stack is `[handler]`.
+    unsafe fn call(
+        &mut self,
+        function: &Msg,
+        args: &[Msg],
+        record: Option<&Record>,
+    ) -> Option<Vec<u8>> {
+        let l = self.state.raw();
+        // SAFETY: see the function's contract; every push below has room (`reserve`)
+        // or runs protected.
+        unsafe {
+            if reserve(l, args.len() as c_int + 2 * SOURCE_SLOTS + 4).is_err() {
+                return Some(b"stack overflow (too many arguments)".to_vec());
+            }
+            let loaded = match function.view() {
+                View::Str(source) => load_source(l, source),
+                _ => deliver_task(function, l, &FUNCTIONS_KEY),
+            };
+            if loaded.is_err() {
+                return Some(error_text(l));
+            }
+            for arg in args {
+                if deliver(arg, l).is_err() {
+                    return Some(error_text(l));
+                }
+            }
+            if let Some(record) = record {
+                record.enter(l);
+            }
+            let status = ffi::lua_pcall(l, args.len() as c_int, ffi::LUA_MULTRET, HANDLER);
+            if let Some(record) = record {
+                record.code_ended(l);
+            }
+            // A task's own hook goes with it: the next task starts with none.
+            ffi::lua_sethook(l, None, 0, 0);
+            if status != ffi::LUA_OK {
+                describe_error(l);
+                return Some(error_text(l));
+            }
+        }
+        None
+    }
+
+    /// Runs `task`, stores its outcome and ends its record.
+    fn run(&mut self, task: &Task) {
+        let work = {
+            let mut outcome = task.outcome.lock();
+            match std::mem::replace(&mut *outcome, Outcome::Running) {
+                Outcome::Waiting(work) => work,
+                other => {
+                    *outcome = other;
+                    return;
+                }
+            }
+        };
+        let l = self.state.raw();
+        // SAFETY: this thread owns the state; its stack is `[handler]` between tasks.
+        let (outcome, status) = unsafe {
+            match self.call(&work.function, &work.args, Some(&task.record)) {
+                Some(text) => (Outcome::Failed(text), ffi::LUA_ERRRUN),
+                None => match results(l) {
+                    Ok(values) => (Outcome::Returned(values), ffi::LUA_OK),
+                    Err(text) => (Outcome::Failed(text), ffi::LUA_ERRRUN),
+                },
+            }
+        };
+        drop(work);
+        // SAFETY: as above.
+        unsafe { ffi::lua_settop(l, HANDLER) };
+        self.tasks += 1;
+        *task.outcome.lock() = outcome;
+        task.record.finish(status);
+    }
+
+    /// Whether the state should be replaced before the next task.
+    fn worn(&self, config: &Config) -> bool {
+        if config.max_tasks.is_some_and(|max| self.tasks >= max) {
+            return true;
+        }
+        let Some(max) = config.max_memory else {
+            return false;
+        };
+        let l = self.state.raw();
+        // SAFETY: this thread owns the state; LUA_GCCOUNT(B) only reads counters.
+        let bytes = unsafe {
+            ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024
+                + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize
+        };
+        bytes > max
+    }
+}
+
+/// Copies the results above the handler into messages (values that cannot cross are
+/// described, as `join` does for a thread).
+///
+/// # Safety
+/// This thread owns `l`, whose stack is `[handler, results...]`.
+unsafe fn results(l: RawState) -> Result<Vec<Msg>, Vec<u8>> {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        if reserve(l, SOURCE_SLOTS + 2).is_err() {
+            return Err(b"stack overflow (no room for results)".to_vec());
+        }
+        let mut names_fresh = false;
+        'again: loop {
+            let levels = prepare_source(l, HANDLER + 1, top);
+            let mut values = Vec::with_capacity((top - HANDLER) as usize);
+            for idx in HANDLER + 1..=top {
+                match encode(
+                    l,
+                    idx,
+                    &mut |_| Vec::new(),
+                    levels,
+                    names_fresh,
+                    Rules::VALUE_RESULTS,
+                ) {
+                    Ok(msg) => values.push(msg),
+                    Err(CopyError::NeedNames) if !names_fresh => {
+                        c_function_names(l);
+                        names_fresh = true;
+                        continue 'again;
+                    }
+                    Err(CopyError::TooDeep) => {
+                        return Err(b"Hit maximum copy depth (31 > 30).".to_vec())
+                    }
+                    Err(_) => return Err(b"a result could not be copied".to_vec()),
+                }
+            }
+            return Ok(values);
+        }
+    }
+}
+
+/// Compiles `source` onto `l`'s top (its own chunk name, as `new` does).
+///
+/// # Safety
+/// This thread owns `l`, with a free slot; on failure the error object is on top.
+unsafe fn load_source(l: RawState, source: &[u8]) -> Result<(), ()> {
+    // `luaL_loadbuffer` wants a NUL-terminated name: the source itself, as `new`
+    // names a chunk; the copy is made in the state, so nothing is owned here.
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: protected on `l`; the pushed copy of the source is NUL-terminated
+        // and stays on the stack while it is compiled.
+        unsafe {
+            push_bytes(l, source);
+            let name = ffi::lua_tolstring(l, -1, std::ptr::null_mut());
+            if ffi::luaL_loadbuffer(l, source.as_ptr().cast(), source.len(), name) != ffi::LUA_OK {
+                ffi::lua_error(l);
+            }
+            ffi::lua_remove(l, -2);
+        }
+        1
+    };
+    // SAFETY: see the function's contract; the body owns nothing.
+    match unsafe { protected(l, 0, 1, &mut body) } {
+        ffi::LUA_OK => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Sets `package[field]` of a fresh state to `value` (nothing when `None`).
+///
+/// # Safety
+/// Protected on `l`.
+unsafe fn set_package_field(l: RawState, field: &std::ffi::CStr, value: Option<&[u8]>) {
+    let Some(value) = value else { return };
+    // SAFETY: see the function's contract; raw operations on tables just checked.
+    unsafe {
+        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
+        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushstring(l, c"package".as_ptr());
+            ffi::lua_rawget(l, -2);
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                ffi::lua_pushstring(l, field.as_ptr());
+                push_bytes(l, value);
+                ffi::lua_rawset(l, -3);
+            }
+            ffi::lua_settop(l, -2);
+        }
+        ffi::lua_settop(l, -2);
+    }
+}
+
+/// The text of the error object on top of `l` (popped), for a task's `join` or the
+/// pool's creation.
+///
+/// # Safety
+/// This thread owns `l`, with the error object on top.
+unsafe fn error_text(l: RawState) -> Vec<u8> {
+    // SAFETY: see the function's contract; reading a string does not allocate.
+    unsafe {
+        let text = string_at(l, -1).map_or_else(|| b"(null)".to_vec(), <[u8]>::to_vec);
+        ffi::lua_settop(l, -2);
+        text
+    }
+}
