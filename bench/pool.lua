@@ -1,0 +1,113 @@
+-- The task pool (issue 12), each figure side by side in one run where it is a ratio:
+--   submit_join_us      pool:submit(fn):join() of `return 1`, one at a time, pool of 1:
+--                       µs per task (target: median ≤ 8)
+--   throughput_tps      BENCH_POOL_N (default 100000) trivial tasks submitted, then all
+--                       joined, pool of 2: tasks per second (target ≥ 200,000)
+--   module_task_us      a task that needs a module (require "string", then a real
+--                       string job) on a warm pool, against new(source):start():join()
+--                       of the same code: µs each, alternating, and the ratio
+--   idle_worker_kib     resident memory of a pool of BENCH_POOL_IDLE (default 64) idle
+--                       workers, per worker, against a live thread's (bench/memory.lua)
+--   scaling_x           CPU-bound tasks on a pool of 2 against a pool of 1: the speedup
+--                       (target ≥ 1.9 on 2 cores)
+-- Rounds: BENCH_RUNS (default 7).
+local dir = (arg and arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
+package.path = dir .. "/?.lua;" .. package.path
+local B = require "common"
+local llthreads = B.llthreads
+
+local N = B.getenv_number("BENCH_POOL_N", 100000)
+local IDLE = B.getenv_number("BENCH_POOL_IDLE", 64)
+
+B.header("pool")
+
+local function one() return 1 end
+
+do -- submit + join, one at a time
+  local pool = llthreads.pool{ size = 1 }
+  local n = 2000
+  for _ = 1, n do pool:submit(one):join() end
+  local xs = {}
+  for _ = 1, B.runs do
+    xs[#xs + 1] = B.time_ms(function()
+      for _ = 1, n do
+        local ok, v = pool:submit(one):join()
+        if not ok or v ~= 1 then error("task gave " .. tostring(v)) end
+      end
+    end) * 1000 / n
+  end
+  B.report("submit_join_us", xs)
+  pool:close()
+end
+
+do -- throughput
+  local pool = llthreads.pool{ size = 2 }
+  local xs = {}
+  for _ = 1, B.runs do
+    local tasks = {}
+    local ms = B.time_ms(function()
+      for i = 1, N do tasks[i] = pool:submit(one) end
+      for i = 1, N do tasks[i]:join() end
+    end)
+    xs[#xs + 1] = N / (ms / 1000)
+    tasks = nil
+    collectgarbage()
+  end
+  B.report("throughput_tps", xs)
+  pool:close()
+end
+
+do -- a task that needs a module: warm pool against a fresh thread
+  local function job(n)
+    local string = require "string"
+    return #string.rep("ab", n):upper()
+  end
+  local SOURCE = "local n = ... local string = require 'string' return #string.rep('ab', n):upper()"
+  local pool = llthreads.pool{ size = 1 }
+  local n = 300
+  local xa, xb, ratios = {}, {}, {}
+  for _ = 1, B.runs do
+    local a = B.time_ms(function() for _ = 1, n do pool:submit(job, 100):join() end end) * 1000 / n
+    local b = B.time_ms(function() for _ = 1, n do llthreads.new(SOURCE, 100):start():join() end end) * 1000 / n
+    xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = a, b, a / b
+  end
+  local sa = B.report("module_task_pool_us", xa)
+  local sb = B.report("module_task_new_us", xb)
+  B.report("module_task_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
+  pool:close()
+end
+
+do -- idle workers
+  local xs = {}
+  for _ = 1, B.runs do
+    collectgarbage()
+    local before = B.proc_status_kb("VmRSS")
+    local pool = llthreads.pool{ size = IDLE }
+    local after = B.proc_status_kb("VmRSS")
+    xs[#xs + 1] = (after - before) / IDLE
+    pool:close()
+  end
+  B.report("idle_worker_kib", xs, ("workers=%d"):format(IDLE))
+end
+
+do -- scaling on CPU-bound tasks
+  local function burn(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
+  local tasks_n, work = 16, 2000000
+  local function run(size)
+    local pool = llthreads.pool{ size = size }
+    local ms = B.time_ms(function()
+      local ts = {}
+      for i = 1, tasks_n do ts[i] = pool:submit(burn, work) end
+      for i = 1, tasks_n do ts[i]:join() end
+    end)
+    pool:close()
+    return ms
+  end
+  local xs = {}
+  for _ = 1, B.runs do
+    local one_ms = run(1)
+    local two_ms = run(2)
+    xs[#xs + 1] = one_ms / two_ms
+  end
+  B.report("scaling_x", xs, "pool_of_2_vs_1")
+end
