@@ -6,9 +6,9 @@
 //! ([`budget_limit`]), which Lua code cannot change: `new` uses it as the ceiling for
 //! the states that state creates.
 
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 use std::cell::Cell;
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 use std::ffi::{c_char, CStr};
 #[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
@@ -39,7 +39,7 @@ pub struct ChildState {
     /// Lives as long as the state: the allocator points into it.
     budget: Option<Box<Budget>>,
     /// Lives as long as the state: its warning function points into it.
-    #[cfg(feature = "lua54")]
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
     warnings: Option<Box<Cell<Warnings>>>,
 }
 
@@ -59,7 +59,7 @@ impl ChildState {
                 NonNull::new(raw).map(|raw| ChildState {
                     raw,
                     budget: None,
-                    #[cfg(feature = "lua54")]
+                    #[cfg(any(feature = "lua54", feature = "lua55"))]
                     warnings: None,
                 })
             }
@@ -73,14 +73,31 @@ impl ChildState {
         let ud = &mut *budget as *mut Budget as *mut c_void;
         // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
         // boxed budget, which this value keeps alive until after `lua_close`.
+        #[cfg(not(feature = "lua55"))]
         let raw = NonNull::new(unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) })?;
+        // 5.5's `lua_newstate` takes the seed for string hashing and the first GC
+        // randomisation; `luaL_newstate` asks the host's `luaL_makeseed`, so a limited
+        // state gets the same kind of seed (random per state) as an unlimited one.
+        // SAFETY: as above; `luaL_makeseed` accepts a null state and only reads the
+        // clock and an address.
+        #[cfg(feature = "lua55")]
+        let raw = NonNull::new(unsafe {
+            let seed = ffi::luaL_makeseed_(std::ptr::null_mut());
+            ffi::lua_newstate(llthreads_budget_alloc_v1, ud, seed)
+        })?;
         // SAFETY: `raw` is a fresh valid state; setting the panic function cannot raise.
         unsafe { ffi::lua_atpanic(raw.as_ptr(), panic_handler) };
         // `lua_newstate` installs no warning function (`luaL_newstate` does): without
         // one, `warn` would print nothing in a limited state.
-        #[cfg(feature = "lua54")]
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
         let warnings = {
-            let warnings = Box::new(Cell::new(Warnings::Off));
+            // 5.4's `luaL_newstate` starts with warnings off, 5.5's with them on.
+            let start = if cfg!(feature = "lua55") {
+                Warnings::On
+            } else {
+                Warnings::Off
+            };
+            let warnings = Box::new(Cell::new(start));
             let ud = &*warnings as *const Cell<Warnings> as *mut c_void;
             // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
             // to the boxed mode, which this value keeps alive until after `lua_close`.
@@ -90,7 +107,7 @@ impl ChildState {
         Some(ChildState {
             raw,
             budget: Some(budget),
-            #[cfg(feature = "lua54")]
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
             warnings,
         })
     }
@@ -118,7 +135,7 @@ impl Drop for ChildState {
         }
         // `budget` (and the warning mode) drop after the state that used them.
         let _ = self.budget.take();
-        #[cfg(feature = "lua54")]
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
         let _ = self.warnings.take();
     }
 }
@@ -228,7 +245,7 @@ unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
 }
 
 /// Where the warning function of a limited 5.4 state stands.
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Warnings {
     /// Warnings are dropped (the start, and after `"@off"`).
@@ -239,15 +256,16 @@ enum Warnings {
     Continuing,
 }
 
-/// The warning function of a limited 5.4 state, behaving as the one `luaL_newstate`
-/// installs: off until `warn("@on")`, back off with `"@off"` (other messages starting
+/// The warning function of a limited 5.4 or 5.5 state, behaving as the one
+/// `luaL_newstate` installs: (5.4) off until `warn("@on")` (5.5: on from the start),
+/// back off with `"@off"` (other messages starting
 /// with `@` are controls too, and ignored); when on, each warning goes to stderr as
 /// `Lua warning: <pieces...>` and a newline.
 ///
 /// # Safety
 /// `ud` points to the state's `Cell<Warnings>`; `msg` is a NUL-terminated string. Lua
 /// calls it on the thread using the state, one call at a time.
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 unsafe extern "C-unwind" fn warn(ud: *mut c_void, msg: *const c_char, tocont: c_int) {
     use std::io::Write;
     // SAFETY: see the function's contract; the cell is only touched from this state's
