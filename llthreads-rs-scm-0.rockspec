@@ -27,7 +27,7 @@ description = {
 }
 
 dependencies = {
-   "lua >= 5.1, < 5.5",
+   "lua >= 5.1, < 5.6",
 }
 
 -- Shell snippet printing the cargo feature for $(LUA): luajit, lua51 .. lua54.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmark suite: bench/run.sh [flavour...]
 #   flavours: 5.4 and jit by default; also 5.1, 5.2, 5.3 (lua5.4 / luajit / lua5.1 ... must be on PATH)
+#   and 5.5 (its interpreter, build/lua5.5/bin/lua5.5, is built by tools/build-lua55.sh when missing)
 # Builds build/<flavour>/llthreads.so (and llthreads2.so) with cargo when missing.
 # Environment:
 #   BENCH_RUNS=7            measured runs per figure (median, min, max are printed)
@@ -25,9 +26,13 @@ for f in "${flavours[@]}"; do
     5.2|lua5.2|lua52) f=5.2; lua=lua5.2; feature=lua52 ;;
     5.3|lua5.3|lua53) f=5.3; lua=lua5.3; feature=lua53 ;;
     5.4|lua5.4|lua54) f=5.4; lua=lua5.4; feature=lua54 ;;
+    5.5|lua5.5|lua55) f=5.5; lua="$root/build/lua5.5/bin/lua5.5"; feature=lua55 ;;
     jit|luajit)       f=jit; lua=luajit; feature=luajit ;;
-    *) echo "unknown flavour: $f (use 5.1 5.2 5.3 5.4 jit)" >&2; exit 2 ;;
+    *) echo "unknown flavour: $f (use 5.1 5.2 5.3 5.4 5.5 jit)" >&2; exit 2 ;;
   esac
+  if [ "$f" = 5.5 ] && [ ! -x "$lua" ]; then
+    bash tools/build-lua55.sh >&2
+  fi
   command -v "$lua" >/dev/null || { echo "$lua not found" >&2; exit 1; }
   if [ -n "${BENCH_CPATH:-}" ]; then
     cpath="$BENCH_CPATH/$f/?.so;;"

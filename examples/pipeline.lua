@@ -6,7 +6,7 @@
 -- The work: count the primes up to some number, by trial division (slow on purpose,
 -- so that the workers really run side by side).
 --
---   tools/run-example.sh examples/pipeline.lua [5.1|5.2|5.3|5.4|jit]
+--   tools/run-example.sh examples/pipeline.lua [5.1|5.2|5.3|5.4|5.5|jit]
 local llthreads = require "llthreads"
 
 local JOBS, WORKERS = 200, 4

@@ -2,7 +2,7 @@
 -- time, wait for all of them with join, and combine the results.
 -- The job: the sum of squares 1^2 + 2^2 + ... + N^2, one range of numbers per thread.
 --
---   tools/run-example.sh examples/scatter_gather.lua [5.1|5.2|5.3|5.4|jit]
+--   tools/run-example.sh examples/scatter_gather.lua [5.1|5.2|5.3|5.4|5.5|jit]
 local llthreads = require "llthreads.ex" -- .ex runs a Lua function as the thread body
 
 local N, TASKS = 200000, 4

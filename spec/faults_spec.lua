@@ -9,6 +9,9 @@ local LOG_PREFIX = "Error from thread: "
 -- 5.2+ read an error value's __tostring metamethod (messages_spec has the details).
 local READS_TOSTRING = not (H.flavour == "5.1" or H.is_jit)
 local NO_MESSAGE = LOG_PREFIX .. "(no error message)"
+-- 5.5 raises a nil error value as the string "<no error object>" (Lua itself, after
+-- the message handler ran: no traceback); earlier versions keep nil, which has no text.
+local NIL_LOGGED = H.flavour == "5.5" and (LOG_PREFIX .. "<no error object>") or NO_MESSAGE
 
 local MODES = {
   { name = "start(false, false)", d = false, j = false },
@@ -35,8 +38,8 @@ local ERRORS = {
   { name = "a number", raise = "error(42, 0)", join = "42", log = { LOG_PREFIX .. "42" } },
   { name = "a table", raise = "error({ code = 7 })", log = { LOG_PREFIX .. "(no error message)" } },
   { name = "a cyclic table", raise = "local t = {} t.t = t error(t)", log = { LOG_PREFIX .. "(no error message)" } },
-  { name = "nil", raise = "error(nil)", log = { LOG_PREFIX .. "(no error message)" } },
-  { name = "no value", raise = "error()", log = { LOG_PREFIX .. "(no error message)" } },
+  { name = "nil", raise = "error(nil)", log = { NIL_LOGGED } },
+  { name = "no value", raise = "error()", log = { NIL_LOGGED } },
   { name = "false", raise = "error(false)", log = { LOG_PREFIX .. "(no error message)" } },
   { name = "true", raise = "error(true)", log = { LOG_PREFIX .. "(no error message)" } },
   { name = "a function", raise = "error(print)", log = { LOG_PREFIX .. "(no error message)" } },

@@ -1,8 +1,8 @@
 -- Shared helpers for the llthreads specs.
 --
--- The specs run under every interpreter (lua5.1 .. lua5.4, luajit) with
+-- The specs run under every interpreter (lua5.1 .. lua5.5, luajit) with
 --   LLTHREADS_LUA      absolute path of the interpreter running busted
---   LLTHREADS_FLAVOUR  5.1 | 5.2 | 5.3 | 5.4 | jit
+--   LLTHREADS_FLAVOUR  5.1 | 5.2 | 5.3 | 5.4 | 5.5 | jit
 --   LLTHREADS_STRESS   stress scale, 1 (default, modest) .. 20 (full size)
 --   LLTHREADS_SEED     seed for the copy property spec (default: os.time())
 -- Plain Lua has no sleep and no sub-second clock: both come from luasystem
@@ -27,8 +27,10 @@ assert(H.flavour == detected, ("LLTHREADS_FLAVOUR=%s but the interpreter running
   :format(tostring(H.flavour), detected))
 
 H.is_jit = H.flavour == "jit"
--- Lua 5.3 and 5.4 have an integer subtype of number.
-H.has_integers = H.flavour == "5.3" or H.flavour == "5.4"
+-- Lua 5.3 and later have an integer subtype of number.
+H.has_integers = H.flavour == "5.3" or H.flavour == "5.4" or H.flavour == "5.5"
+-- Lua 5.4 and later: warn, to-be-closed variables, coroutine.close.
+H.is_54_or_later = H.flavour == "5.4" or H.flavour == "5.5"
 
 H.unpack = table.unpack or unpack
 
@@ -254,11 +256,12 @@ H.GATE_WAIT = "do local g = ... local f = io.open(g, 'r') if f then f:close() en
 -- test: our own package.cpath, with any LUA_INIT removed.
 function H.lua_env()
   local cpath = H.shq(package.cpath)
-  return "env -u LUA_INIT -u LUA_INIT_5_2 -u LUA_INIT_5_3 -u LUA_INIT_5_4"
+  return "env -u LUA_INIT -u LUA_INIT_5_2 -u LUA_INIT_5_3 -u LUA_INIT_5_4 -u LUA_INIT_5_5"
     .. " LUA_CPATH=" .. cpath
     .. " LUA_CPATH_5_2=" .. cpath
     .. " LUA_CPATH_5_3=" .. cpath
     .. " LUA_CPATH_5_4=" .. cpath
+    .. " LUA_CPATH_5_5=" .. cpath
 end
 
 -- Runs a shell command; returns its exit status (128+N when killed by

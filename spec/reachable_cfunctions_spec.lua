@@ -127,6 +127,11 @@ end
 -- before requiring the module.
 function W.standard()
   local set = {}
+  -- Lua's own functions made on demand: the metatable of lauxlib's buffer boxes
+  -- (5.3: "LUABOX", 5.4+: "_UBOX*"), whose __gc and __close take any call as a
+  -- box, comes with the first string buffer that outgrows the C stack. Make it now
+  -- (on 5.5 it appeared during the walk) so the registry walk below finds it.
+  local _ = table.concat({ string.rep("x", 131072), "y" })
   local roots = {
     { "_G", _G }, { "registry", registry }, { "string metatable", getmetatable("") },
     { "io.stdout", io.stdout }, { "io.stderr", io.stderr },

@@ -294,7 +294,7 @@ trait Sink {
     /// For every method: the contract of the copy that drives the sink.
     unsafe fn nil(&mut self);
     unsafe fn boolean(&mut self, b: bool);
-    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
     unsafe fn integer(&mut self, i: ffi::lua_Integer);
     unsafe fn number(&mut self, n: ffi::lua_Number);
     unsafe fn string(&mut self, s: &[u8]);
@@ -391,7 +391,7 @@ impl Sink for StateSink {
         // SAFETY: as above.
         unsafe { ffi::lua_pushboolean(self.to, b as c_int) }
     }
-    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
     unsafe fn integer(&mut self, i: ffi::lua_Integer) {
         // SAFETY: as above.
         unsafe { ffi::lua_pushinteger(self.to, i) }
@@ -753,7 +753,7 @@ impl Sink for Encoder<Channel> {
     unsafe fn boolean(&mut self, b: bool) {
         Encoder::boolean(self, b)
     }
-    #[cfg(any(feature = "lua53", feature = "lua54"))]
+    #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
     unsafe fn integer(&mut self, i: ffi::lua_Integer) {
         Encoder::integer(self, i)
     }
@@ -1078,7 +1078,7 @@ impl<S: Sink> Copier<'_, S> {
     unsafe fn number(&mut self, idx: c_int) {
         // SAFETY: see the function's contract; none of the reads allocate.
         unsafe {
-            #[cfg(any(feature = "lua53", feature = "lua54"))]
+            #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
             if ffi::lua_isinteger(self.from, idx) != 0 {
                 self.sink.integer(ffi::lua_tointeger(self.from, idx));
                 return;
@@ -1344,7 +1344,7 @@ pub unsafe fn encode(
         match ffi::lua_type(from, idx) {
             ffi::LUA_TBOOLEAN => return Ok(Msg::boolean(ffi::lua_toboolean(from, idx) != 0)),
             ffi::LUA_TNUMBER => {
-                #[cfg(any(feature = "lua53", feature = "lua54"))]
+                #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
                 if ffi::lua_isinteger(from, idx) != 0 {
                     return Ok(Msg::integer(ffi::lua_tointeger(from, idx)));
                 }
@@ -1415,9 +1415,9 @@ unsafe fn push_integer(to: RawState, i: i64) {
     // SAFETY: see the function's contract. Integer messages are only made on 5.3+;
     // elsewhere the value would be pushed as the number it is.
     unsafe {
-        #[cfg(any(feature = "lua53", feature = "lua54"))]
+        #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
         ffi::lua_pushinteger(to, i);
-        #[cfg(not(any(feature = "lua53", feature = "lua54")))]
+        #[cfg(not(any(feature = "lua53", feature = "lua54", feature = "lua55")))]
         ffi::lua_pushnumber(to, i as ffi::lua_Number);
     }
 }

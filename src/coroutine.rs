@@ -15,7 +15,8 @@
 //!   the arguments, `lua_resume`, move the results or the error, and for `wrap` the
 //!   error's position prefix.
 //!
-//! Only `lua_resume` (or, on 5.4, `lua_resetthread`, also inside the stock `close`,
+//! Only `lua_resume` (or, on 5.4, `lua_resetthread`, on 5.5 `lua_closethread`, also
+//! inside the stock `close`,
 //! which past its checks does nothing else that can raise) runs between a switch and
 //! its switch back, so no error can leave the interrupt module pointing at a coroutine
 //! that stopped running (and could be collected). Those two can raise on their own
@@ -118,7 +119,7 @@ mod puc {
         create: ffi::lua_CFunction,
         /// The C function of the closures the stock `coroutine.wrap` returns.
         auxwrap: ffi::lua_CFunction,
-        #[cfg(feature = "lua54")]
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
         close: ffi::lua_CFunction,
     }
 
@@ -196,7 +197,7 @@ mod puc {
                 if ffi::lua_type(l, -1) == ffi::LUA_TTABLE && stock(l).is_some() {
                     set(l, c"resume", l_resume);
                     set(l, c"wrap", l_wrap);
-                    #[cfg(feature = "lua54")]
+                    #[cfg(any(feature = "lua54", feature = "lua55"))]
                     set(l, c"close", l_close);
                     intern(l);
                 }
@@ -234,7 +235,7 @@ mod puc {
             };
             let resume = field(c"resume")?;
             let create = field(c"create")?;
-            #[cfg(feature = "lua54")]
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
             let close = field(c"close")?;
             // A closure made by the stock wrap names the C function they all share.
             ffi::lua_getfield(l, -1, c"wrap".as_ptr());
@@ -248,7 +249,7 @@ mod puc {
                 resume,
                 create,
                 auxwrap: auxwrap?,
-                #[cfg(feature = "lua54")]
+                #[cfg(any(feature = "lua54", feature = "lua55"))]
                 close,
             };
             Some(STOCK.get_or_init(|| stock))
@@ -402,7 +403,7 @@ mod puc {
     ///
     /// # Safety
     /// As in [`l_wrapped`].
-    #[cfg(not(feature = "lua54"))]
+    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
     unsafe fn wrap_error(l: RawState, _co: RawState) -> c_int {
         // SAFETY: see the function's contract.
         unsafe {
@@ -426,16 +427,16 @@ mod puc {
     ///
     /// # Safety
     /// As in [`l_wrapped`].
-    #[cfg(feature = "lua54")]
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
     unsafe fn wrap_error(l: RawState, co: RawState) -> c_int {
-        // SAFETY: see the function's contract; only `lua_resetthread` runs between
-        // the switches.
+        // SAFETY: see the function's contract; only `lua_resetthread` (5.5:
+        // `lua_closethread`) runs between the switches.
         unsafe {
             let mut status = ffi::lua_status(co);
             if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
                 keep_interned(l);
                 let switch = interrupt::switch_to(l, co);
-                status = ffi::lua_resetthread(co);
+                status = close_thread(co, l);
                 interrupt::switch_back(switch);
                 ffi::lua_xmove(co, l, 1);
             }
@@ -448,9 +449,28 @@ mod puc {
         }
     }
 
+    /// Closes `co`'s pending to-be-closed variables and resets it, as the stock wrapper
+    /// does: `lua_resetthread` on 5.4 (Debian's 5.4.4 has no `lua_closethread`), and
+    /// on 5.5, which has only `lua_closethread`, that with `from`, the state resuming.
+    ///
+    /// # Safety
+    /// `co` is a coroutine of `from`'s state that is not running.
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    unsafe fn close_thread(co: RawState, from: RawState) -> c_int {
+        // SAFETY: see the function's contract.
+        unsafe {
+            #[cfg(feature = "lua54")]
+            let _ = from;
+            #[cfg(feature = "lua54")]
+            return ffi::lua_resetthread(co);
+            #[cfg(feature = "lua55")]
+            return ffi::lua_closethread(co, from);
+        }
+    }
+
     /// `coroutine.close(co)` (5.4): the pending to-be-closed variables of `co` run in
     /// `co`, so interrupts go there meanwhile.
-    #[cfg(feature = "lua54")]
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
     unsafe extern "C-unwind" fn l_close(l: RawState) -> c_int {
         let stock = stock_set();
         // SAFETY: called by Lua, owning nothing. A coroutine the stock function

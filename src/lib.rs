@@ -34,9 +34,12 @@
     feature = "lua52",
     feature = "lua53",
     feature = "lua54",
+    feature = "lua55",
     feature = "luajit"
 )))]
-compile_error!("enable exactly one Lua flavour feature: lua51, lua52, lua53, lua54 or luajit");
+compile_error!(
+    "enable exactly one Lua flavour feature: lua51, lua52, lua53, lua54, lua55 or luajit"
+);
 
 mod api;
 mod api_channel;

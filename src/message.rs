@@ -63,7 +63,10 @@ const WORD: usize = std::mem::size_of::<usize>();
 enum Repr {
     Bool(bool),
     // Lua 5.1, 5.2 and LuaJIT have no integer subtype: every number is a `Num` there.
-    #[cfg_attr(not(any(feature = "lua53", feature = "lua54")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "lua53", feature = "lua54", feature = "lua55")),
+        allow(dead_code)
+    )]
     Int(i64),
     Num(f64),
     Str(Vec<u8>),
@@ -97,7 +100,10 @@ impl<T> Message<T> {
         Self::new(Repr::Bool(b))
     }
 
-    #[cfg_attr(not(any(feature = "lua53", feature = "lua54")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "lua53", feature = "lua54", feature = "lua55")),
+        allow(dead_code)
+    )]
     pub fn integer(i: i64) -> Self {
         Self::new(Repr::Int(i))
     }
@@ -331,7 +337,10 @@ impl<T> Encoder<T> {
         self.code(if b { op::TRUE } else { op::FALSE });
     }
 
-    #[cfg_attr(not(any(feature = "lua53", feature = "lua54")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "lua53", feature = "lua54", feature = "lua55")),
+        allow(dead_code)
+    )]
     pub fn integer(&mut self, i: i64) {
         self.code(op::INT);
         self.buf.extend_from_slice(&i.to_ne_bytes());

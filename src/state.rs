@@ -6,9 +6,9 @@
 //! ([`budget_limit`]), which Lua code cannot change: `new` uses it as the ceiling for
 //! the states that state creates.
 
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 use std::cell::Cell;
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 use std::ffi::{c_char, CStr};
 #[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
@@ -34,11 +34,11 @@ const BUDGET_ALLOC: &std::ffi::CStr = c"llthreads_budget_alloc_v1";
 
 /// What a limited state's callbacks point into, in one block so that a state costs
 /// its owner two words: the allocator's budget (first: the allocator's `ud` is this
-/// block's address) and, on 5.4, the warning mode.
+/// block's address) and, on 5.4 and 5.5, the warning mode.
 #[repr(C)]
 struct Limited {
     budget: Budget,
-    #[cfg(feature = "lua54")]
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
     warnings: Cell<Warnings>,
 }
 
@@ -74,18 +74,32 @@ impl ChildState {
     fn with_budget(limit: usize) -> Option<ChildState> {
         let mut limited = Box::new(Limited {
             budget: Budget { limit, used: 0 },
+            // 5.4's `luaL_newstate` starts with warnings off, 5.5's with them on.
             #[cfg(feature = "lua54")]
             warnings: Cell::new(Warnings::Off),
+            #[cfg(feature = "lua55")]
+            warnings: Cell::new(Warnings::On),
         });
         let ud = &mut limited.budget as *mut Budget as *mut c_void;
         // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
         // boxed budget, which this value keeps alive until after `lua_close`.
+        #[cfg(not(feature = "lua55"))]
         let raw = NonNull::new(unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) })?;
+        // 5.5's `lua_newstate` takes the seed for string hashing and the first GC
+        // randomisation; `luaL_newstate` asks the host's `luaL_makeseed`, so a limited
+        // state gets the same kind of seed (random per state) as an unlimited one.
+        // SAFETY: as above; `luaL_makeseed` accepts a null state and only reads the
+        // clock and an address.
+        #[cfg(feature = "lua55")]
+        let raw = NonNull::new(unsafe {
+            let seed = ffi::luaL_makeseed_(std::ptr::null_mut());
+            ffi::lua_newstate(llthreads_budget_alloc_v1, ud, seed)
+        })?;
         // SAFETY: `raw` is a fresh valid state; setting the panic function cannot raise.
         unsafe { ffi::lua_atpanic(raw.as_ptr(), panic_handler) };
         // `lua_newstate` installs no warning function (`luaL_newstate` does): without
         // one, `warn` would print nothing in a limited state.
-        #[cfg(feature = "lua54")]
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
         {
             let ud = &limited.warnings as *const Cell<Warnings> as *mut c_void;
             // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
@@ -229,7 +243,7 @@ unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
 }
 
 /// Where the warning function of a limited 5.4 state stands.
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Warnings {
     /// Warnings are dropped (the start, and after `"@off"`).
@@ -240,15 +254,16 @@ enum Warnings {
     Continuing,
 }
 
-/// The warning function of a limited 5.4 state, behaving as the one `luaL_newstate`
-/// installs: off until `warn("@on")`, back off with `"@off"` (other messages starting
+/// The warning function of a limited 5.4 or 5.5 state, behaving as the one
+/// `luaL_newstate` installs: (5.4) off until `warn("@on")` (5.5: on from the start),
+/// back off with `"@off"` (other messages starting
 /// with `@` are controls too, and ignored); when on, each warning goes to stderr as
 /// `Lua warning: <pieces...>` and a newline.
 ///
 /// # Safety
 /// `ud` points to the state's `Cell<Warnings>`; `msg` is a NUL-terminated string. Lua
 /// calls it on the thread using the state, one call at a time.
-#[cfg(feature = "lua54")]
+#[cfg(any(feature = "lua54", feature = "lua55"))]
 unsafe extern "C-unwind" fn warn(ud: *mut c_void, msg: *const c_char, tocont: c_int) {
     use std::io::Write;
     // SAFETY: see the function's contract; the cell is only touched from this state's

@@ -32,9 +32,17 @@ for f in $FLAVOURS; do
     feature=$(ll_feature "$flavour")
     interp=$(ll_interp "$flavour")
     log="$LL_LOGDIR/luarocks-$feature.log"
-    # luarocks for this flavour: --lua-version for PUC Lua, a config file for LuaJIT.
+    # luarocks for this flavour: --lua-version for PUC Lua, a config file for LuaJIT,
+    # tools/luarocks55 (--lua-version 5.5, a config file and a module path) for 5.5.
     if [ "$flavour" = jit ]; then
         lr=(env LUAROCKS_CONFIG="$LL_ROOT/tools/luarocks-luajit.lua" luarocks)
+    elif [ "$flavour" = 5.5 ]; then
+        lr=("$LL_ROOT/tools/luarocks55")
+        if ! ll_prepare 5.5 "$LL_LOGDIR/build-lua5.5.log"; then
+            fail "luarocks 5.5 install: no 5.5 interpreter: tools/build-lua55.sh failed (${LL_LOGDIR#"$LL_ROOT"/}/build-lua5.5.log)"
+            fail "luarocks 5.5 round trip: not run"
+            continue
+        fi
     else
         lr=(env -u LUAROCKS_CONFIG luarocks --lua-version "$flavour")
     fi
@@ -44,7 +52,7 @@ for f in $FLAVOURS; do
         continue
     fi
     if ! command -v "$interp" >/dev/null 2>&1; then
-        fail "luarocks $flavour install: interpreter $interp not found (Debian: apt-get install $interp)"
+        fail "luarocks $flavour install: interpreter $interp not found: $(ll_interp_hint "$flavour")"
         fail "luarocks $flavour round trip: not run"
         continue
     fi

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run one example:  tools/run-example.sh [EXAMPLE] [FLAVOUR]
 #   EXAMPLE  examples/scatter_gather.lua (default), or just its name: scatter_gather
-#   FLAVOUR  5.1 5.2 5.3 5.4 (default) or jit
+#   FLAVOUR  5.1 5.2 5.3 5.4 (default) 5.5 or jit
 # Installs the interpreter when it is missing (Debian/Ubuntu: apt-get, as root or
-# through sudo), builds the module for that flavour (cargo build --release, cached in
+# through sudo; for 5.5, which Debian lacks, tools/build-lua55.sh builds it), builds the module for that flavour (cargo build --release, cached in
 # target/<feature>), copies it into build/<feature>/ as llthreads.so and llthreads2.so,
 # and runs the example with that folder on LUA_CPATH. The example's exit status is
 # returned. Needs a Rust toolchain (cargo; https://rustup.rs).
@@ -30,7 +30,14 @@ fi
 flavour=$(ll_flavour "${2:-5.4}") || { echo "error: unknown flavour '$2' (use: $LL_ALL_FLAVOURS)" >&2; exit 2; }
 interp=$(ll_interp "$flavour")
 feature=$(ll_feature "$flavour")
-if ! command -v "$interp" >/dev/null 2>&1; then
+if [ "$flavour" = 5.5 ]; then
+    echo "$LL_PROG: tools/build-lua55.sh (the 5.5 interpreter; cached)" >&2
+    if ! ll_prepare 5.5 "$LL_LOGDIR/build-lua5.5.log"; then
+        echo "error: tools/build-lua55.sh failed; the end of $LL_LOGDIR/build-lua5.5.log:" >&2
+        tail -n 20 "$LL_LOGDIR/build-lua5.5.log" >&2
+        exit 2
+    fi
+elif ! command -v "$interp" >/dev/null 2>&1; then
     # The Debian package has the interpreter's name: lua5.1 .. lua5.4, luajit.
     echo "$LL_PROG: $interp not found: installing it" >&2
     ll_install_packages "$interp" || exit 2 # it said what to install by hand

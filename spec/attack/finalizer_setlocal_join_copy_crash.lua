@@ -33,6 +33,7 @@ local function mk()   -- an endless chain of finalizers, so some GC step calls o
   end
 end
 mk()
-collectgarbage("setpause", 10)
+-- 5.5 replaced "setpause" by "param", "pause".
+if _VERSION == "Lua 5.5" then collectgarbage("param", "pause", 10) else collectgarbage("setpause", 10) end
 local ok, r = t:join()
 print("survived:", ok, type(r), hit and hit[1])

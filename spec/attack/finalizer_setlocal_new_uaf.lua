@@ -32,7 +32,8 @@ local function mk()   -- an endless chain of finalizers
   else setmetatable({}, { __gc = fin }) end
 end
 mk()
-collectgarbage("setpause", 10)
+-- 5.5 replaced "setpause" by "param", "pause".
+if _VERSION == "Lua 5.5" then collectgarbage("param", "pause", 10) else collectgarbage("setpause", 10) end
 local keep = {}
 for i = 1, 20000 do
   local r = new("return 1")
