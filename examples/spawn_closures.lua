@@ -19,8 +19,8 @@ local lower = string.lower -- an upvalue: a C function
 -- A local function that the thread body calls: copied along with the body.
 local function words(line)
    local found = {}
-   for w in line:gmatch("%a+") do
-      w = lower(w)
+   for word in line:gmatch("%a+") do
+      local w = lower(word)
       if not ignored[w] then found[#found + 1] = w end
    end
    return found

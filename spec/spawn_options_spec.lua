@@ -101,7 +101,7 @@ describe("spawn and new{...} options", function()
   end)
 
   describe("stack_size", function()
-    local MIN = ({ ["5.1"] = 4, ["5.2"] = 4, ["5.3"] = 4, ["5.4"] = 1, jit = 8 })[H.flavour] * 1024 * 1024
+    local MIN = ({ ["5.1"] = 4, ["5.2"] = 4, ["5.3"] = 4, ["5.4"] = 1, ["5.5"] = 1, jit = 8 })[H.flavour] * 1024 * 1024
 
     it("refuses a stack too small for Lua's own recursion limit, or over 1 GiB, or not whole", function()
       refused({ stack_size = 64 * 1024 }, "stack_size must be between " .. MIN .. " and 1073741824 bytes")

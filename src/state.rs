@@ -121,6 +121,17 @@ impl ChildState {
     pub fn raw(&self) -> RawState {
         self.raw.as_ptr()
     }
+
+    /// The bytes a limited state holds now, as its allocator counts them (every
+    /// allocation, including what Lua's collector does not count, such as 5.5's
+    /// external strings); `None` for an unlimited state.
+    ///
+    /// Only the thread using the state may call this (the allocator updates the count
+    /// without synchronisation).
+    #[cfg_attr(feature = "luajit", allow(dead_code))]
+    pub fn used(&self) -> Option<usize> {
+        self.limited.as_ref().map(|l| l.budget.used)
+    }
 }
 
 impl Drop for ChildState {
