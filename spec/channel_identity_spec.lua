@@ -50,7 +50,7 @@ describe("a channel", function()
         assert(not ok and tostring(err):find("llthreads.channel expected", 1, true), name .. ": " .. tostring(err))
       end
       local ok, err = pcall(llthreads.select, { f }, 0)
-      assert(not ok and tostring(err):find("llthreads.channel or thread expected", 1, true), "select: " .. tostring(err))
+      assert(not ok and tostring(err):find("llthreads.channel, thread or task expected", 1, true), "select: " .. tostring(err))
       -- its finalizer leaves it alone (a finalizer never raises)
       assert(pcall(mt.__gc, f))
       debug.setmetatable(f, file_mt)

@@ -412,7 +412,7 @@ describe("a channel collected in the parent while children block on it", functio
     H.assert_error("bad argument #1 to 'send' (llthreads.channel expected, got userdata)", function()
       local r = M.send(ch, 1) return r
     end)
-    H.assert_error("item 1: llthreads.channel or thread expected, got userdata", function()
+    H.assert_error("item 1: llthreads.channel, thread or task expected, got userdata", function()
       local r = llthreads.select({ ch }) return r
     end)
     go:send(true)
@@ -657,7 +657,7 @@ describe("bad input", function()
     end
     for _, b in ipairs({ { "boolean", false }, { "string", "ch" }, { "function", print },
       { "thread", coroutine.create(function() end) }, { "userdata", collected_channel() } }) do
-      H.assert_error("bad argument #1 to 'select' (item 2: llthreads.channel or thread expected, got " .. b[1] .. ")",
+      H.assert_error("bad argument #1 to 'select' (item 2: llthreads.channel, thread or task expected, got " .. b[1] .. ")",
         function() local r = llthreads.select({ ch, b[2] }) return r end)
     end
     -- an item refused after a ready channel: nothing was taken

@@ -138,9 +138,9 @@ describe("llthreads.select(list [, timeout])", function()
 
     it("refuses an item that is neither a channel nor a thread, naming it", function()
       local ch = llthreads.channel()
-      H.assert_error("item 2: llthreads.channel or thread expected, got number", llthreads.select, { ch, 1 })
-      H.assert_error("item 1: llthreads.channel or thread expected, got userdata", llthreads.select, { io.stdout })
-      H.assert_error("item 3: llthreads.channel or thread expected, got table", llthreads.select, { ch, ch, {} })
+      H.assert_error("item 2: llthreads.channel, thread or task expected, got number", llthreads.select, { ch, 1 })
+      H.assert_error("item 1: llthreads.channel, thread or task expected, got userdata", llthreads.select, { io.stdout })
+      H.assert_error("item 3: llthreads.channel, thread or task expected, got table", llthreads.select, { ch, ch, {} })
     end)
 
     it("refuses a thread that cannot be joined, saying why", function()

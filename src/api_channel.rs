@@ -487,9 +487,17 @@ unsafe fn check_item(l: RawState, i: usize) -> Kind {
         if !channel.is_null() {
             return Kind::Channel(channel);
         }
-        let task = api_pool::task_at(l, -1);
-        if !task.is_null() {
-            return Kind::Task(task);
+        if let Some(task) = api_pool::task_object_at(l, -1) {
+            // Refused as a thread is: a joined task would be ready for ever.
+            let refusal = if task.is_null() {
+                c"item %d: task object already collected"
+            } else if (*task).joined() {
+                c"item %d: Can't join a task that has already been joined."
+            } else {
+                return Kind::Task(task);
+            };
+            let msg = ffi::lua_pushfstring(l, refusal.as_ptr(), i as c_int);
+            ffi::luaL_argerror(l, 1, msg);
         }
         let slot = api::thread_slot(l, -1);
         if !slot.is_null() {

@@ -116,6 +116,19 @@ pub unsafe fn task_at(l: RawState, idx: c_int) -> *const Task {
     }
 }
 
+/// The value at `idx` when it is a task object of ours: `Some` of its task, null once
+/// the object was collected (`__gc` called by hand); `None` for any other value.
+///
+/// # Safety
+/// Valid state; never raises.
+pub unsafe fn task_object_at(l: RawState, idx: c_int) -> Option<*const Task> {
+    // SAFETY: a non-null block with this tag is a `TaskSlot`.
+    unsafe {
+        let slot = block_at(l, idx, &TASK_KEY) as *mut TaskSlot;
+        (!slot.is_null()).then(|| (*slot).task)
+    }
+}
+
 /// The record to wait on for the end of the task at `idx` (for `select`).
 ///
 /// # Safety

@@ -650,6 +650,14 @@ unsafe fn load_cached(to: RawState, code: &[u8], key: *const u8) {
         ffi::lua_rawget(to, -2);
         if ffi::lua_type(to, -1) == ffi::LUA_TFUNCTION && ffi::lua_iscfunction(to, -1) == 0 {
             ffi::lua_remove(to, -2);
+            // A task may have given its own function another environment
+            // (`setfenv(1, t)`); a new load would have the globals, so the kept one
+            // gets them again. (On 5.2+ `_ENV` is an upvalue, set by the copy.)
+            #[cfg(any(feature = "lua51", feature = "luajit"))]
+            {
+                ffi::lua_pushvalue(to, ffi::LUA_GLOBALSINDEX);
+                ffi::lua_setfenv(to, -2);
+            }
             return;
         }
         ffi::lua_settop(to, -2);

@@ -112,6 +112,11 @@ impl Task {
         &self.record
     }
 
+    /// Whether `join` took the outcome already (`select` refuses such a task).
+    pub fn joined(&self) -> bool {
+        matches!(*self.outcome.lock(), Outcome::Joined)
+    }
+
     pub fn alive(&self) -> bool {
         !self.record.is_finished()
     }
@@ -514,7 +519,12 @@ impl WorkerState {
         };
         drop(work);
         // SAFETY: as above.
-        unsafe { ffi::lua_settop(l, HANDLER) };
+        unsafe {
+            // Lua code ran after the task's own hook was removed (an error value's
+            // `__tostring`, finalizers): a hook it set must not reach the next task.
+            ffi::lua_sethook(l, None, 0, 0);
+            ffi::lua_settop(l, HANDLER);
+        }
         self.tasks += 1;
         *task.outcome.lock() = outcome;
         task.record.finish(status);
