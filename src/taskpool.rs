@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::c_int;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -214,14 +213,14 @@ impl Pool {
             task_ready: Condvar::new(),
             config,
         });
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let startup = Arc::new(Startup::default());
         let mut pool = Pool {
             shared,
             workers: Vec::with_capacity(size),
         };
         for _ in 0..size {
             let shared = Arc::clone(&pool.shared);
-            let ready = ready_tx.clone();
+            let ready = Arc::clone(&startup);
             let spawned = std::thread::Builder::new()
                 .name("llthreads-pool".into())
                 .stack_size(8 << 20)
@@ -234,20 +233,7 @@ impl Pool {
                 }
             }
         }
-        drop(ready_tx);
-        let mut failure = None;
-        for _ in 0..size {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(text)) => {
-                    failure.get_or_insert(text);
-                }
-                Err(_) => {
-                    failure.get_or_insert_with(|| b"a pool thread ended early".to_vec());
-                }
-            }
-        }
-        match failure {
+        match startup.wait(size) {
             None => Ok(pool),
             Some(text) => {
                 pool.close(false, None);
@@ -366,16 +352,47 @@ fn next_task(shared: &Shared) -> Option<Arc<Task>> {
     }
 }
 
+/// How the workers of a new pool tell its creator that their states are ready. (Not
+/// `std::sync::mpsc`: its receiver makes the waiting thread's `thread::current()`
+/// handle, never freed on the host's main thread, which a user's valgrind run reports.)
+#[derive(Default)]
+struct Startup {
+    /// Workers that reported, and the first failure's text.
+    reports: Mutex<(usize, Option<Vec<u8>>)>,
+    reported: Condvar,
+}
+
+impl Startup {
+    fn report(&self, result: Result<(), Vec<u8>>) {
+        let mut reports = self.reports.lock();
+        reports.0 += 1;
+        if let Err(text) = result {
+            reports.1.get_or_insert(text);
+        }
+        drop(reports);
+        self.reported.notify_all();
+    }
+
+    /// Waits for `n` reports; the first failure's text, if any.
+    fn wait(&self, n: usize) -> Option<Vec<u8>> {
+        let mut reports = self.reports.lock();
+        while reports.0 < n {
+            self.reported.wait(&mut reports);
+        }
+        reports.1.take()
+    }
+}
+
 /// A worker's life: make a state, say so, run tasks until the pool closes.
-fn work(shared: Arc<Shared>, ready: mpsc::Sender<Result<(), Vec<u8>>>) {
+fn work(shared: Arc<Shared>, ready: Arc<Startup>) {
     let mut state = match WorkerState::new(&shared.config) {
         Ok(state) => state,
         Err(text) => {
-            let _ = ready.send(Err(text));
+            ready.report(Err(text));
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    ready.report(Ok(()));
     drop(ready);
     while let Some(task) = next_task(&shared) {
         state.run(&task);

@@ -102,6 +102,22 @@ for _ = 1, 4 do
   llthreads.new("local n = 0 for i = 1, 1e5 do n = n + i end return n"):start()
 end
 
+-- spawn with a closure and options, and a pool of warm states, made, used and
+-- closed from this (the host's main) thread.
+do
+  local k = 6
+  local ok, v = llthreads.spawn({ name = "vg-spawn" }, function(x) return x * k end, 7):join()
+  assert(ok and v == 42, "spawn gave " .. tostring(v))
+  local pool = llthreads.pool{ size = 2, init = function() BASE = 40 end, max_tasks = 3 }
+  local tasks = {}
+  for i = 1, 8 do tasks[i] = pool:submit(function(i) return BASE + i end, i) end
+  for i = 1, 8 do
+    local done, got = tasks[i]:join()
+    assert(done and got == 40 + i, "task gave " .. tostring(got))
+  end
+  assert(pool:close())
+end
+
 -- The detached non-joinable children have written their marks; give their OS
 -- threads a moment to go back to the pool before the state closes.
 os.execute("sleep 0.3")
