@@ -10,8 +10,15 @@
 local llthreads = require "llthreads"
 local LONG = string.rep("m", 60)   -- longer than 40 bytes: never interned on 5.2+
 pcall(collectgarbage, "incremental")
-collectgarbage("setpause", 0)      -- every allocation check may run a whole GC step
-collectgarbage("setstepmul", newproxy and 0 or 1000)   -- 0: a whole cycle per step (5.1, LuaJIT)
+-- Every allocation check may run a whole GC step (5.5 replaced "setpause" and
+-- "setstepmul" by "param"); stepmul 0: a whole cycle per step (5.1, LuaJIT).
+if _VERSION == "Lua 5.5" then
+  collectgarbage("param", "pause", 0)
+  collectgarbage("param", "stepmul", 1000)
+else
+  collectgarbage("setpause", 0)
+  collectgarbage("setstepmul", newproxy and 0 or 1000)
+end
 local fired = 0
 local function tamper()
   for level = 2, 40 do

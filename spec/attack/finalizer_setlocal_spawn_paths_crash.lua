@@ -8,8 +8,14 @@
 -- Observed: SIGSEGV in lua_rawget from api_spawn::push_paths.
 local llthreads = require "llthreads"
 pcall(collectgarbage, "incremental")
-collectgarbage("setpause", 0)
-collectgarbage("setstepmul", 1000)
+-- 5.5 replaced "setpause" and "setstepmul" by "param".
+if _VERSION == "Lua 5.5" then
+  collectgarbage("param", "pause", 0)
+  collectgarbage("param", "stepmul", 1000)
+else
+  collectgarbage("setpause", 0)
+  collectgarbage("setstepmul", 1000)
+end
 local function tamper()
   for level = 2, 40 do
     local info = debug.getinfo(level, "S")
