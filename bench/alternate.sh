@@ -8,7 +8,8 @@
 # ALT_SUMMARY_ONLY=1 only prints the summary of OUTDIR's files (builds in the order given).
 # Writes OUTDIR/<name>-<round>.txt (bench/run.sh's format) and prints, for each figure,
 # every build's median of round medians with the range of all runs, and the median
-# over rounds of each build's ratio to the first build's figure of the same round.
+# (with the range) over rounds of the first build's figure divided by this build's
+# figure of the same round.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 4 ] || { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -71,7 +72,8 @@ for _, fig in ipairs(order) do
         local a, b = figs[fig][base] and figs[fig][base][r], figs[fig][name] and figs[fig][name][r]
         if a and b then ratios[#ratios + 1] = a[1] / b[1] end
       end
-      cell = cell .. (" %s/%s=%.2f"):format(base, name, median(ratios))
+      local m = median(ratios) -- sorts
+      cell = cell .. (" %s/%s=%.2f (%.2f-%.2f)"):format(base, name, m, ratios[1] or 0 / 0, ratios[#ratios] or 0 / 0)
     end
     cells[#cells + 1] = cell
   end
