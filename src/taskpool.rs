@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -40,6 +41,11 @@ use crate::raw::{protected, push_bytes, string_at, RawState};
 use crate::record::{Ended, Record};
 use crate::state::ChildState;
 use crate::wait::{self, WaitList};
+
+/// How long a joiner watches for a task's end, and an idle worker for the next task,
+/// before sleeping. A sleep and a wake-up cost more than a short task (a pool's reason
+/// to be); each side spins only when it is its turn (one spinner per CPU).
+const TASK_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The stack slot of a worker state's message handler; a task's function and
 /// arguments go above it.
@@ -133,6 +139,13 @@ impl Task {
         }
         let finished = match wait {
             Wait::Now => self.record.is_finished(),
+            // A short task often ends within a spin: no sleep and no wake-up, each of
+            // which costs more than the task.
+            Wait::Until(deadline)
+                if wait::spin_for(TASK_SPIN, deadline, || self.record.is_finished()) =>
+            {
+                true
+            }
             Wait::Until(deadline) => {
                 let mut module = None;
                 let mut interrupted = || {
@@ -180,6 +193,9 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Tasks in the queue, readable without its lock: an idle worker watches it for a
+    /// moment before it sleeps.
+    queued: AtomicUsize,
     /// Workers wait here for a task.
     task_ready: Condvar,
     config: Config,
@@ -210,6 +226,7 @@ impl Pool {
                 closed: false,
                 submitters: WaitList::new(),
             }),
+            queued: AtomicUsize::new(0),
             task_ready: Condvar::new(),
             config,
         });
@@ -284,6 +301,7 @@ impl Pool {
             return Err(Refused::Closed);
         }
         queue.tasks.push_back(Arc::clone(&task));
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         drop(queue);
         self.shared.task_ready.notify_one();
         Ok(task)
@@ -297,6 +315,7 @@ impl Pool {
             let mut queue = self.shared.queue.lock();
             queue.closed = true;
             let cancelled = if cancel {
+                self.shared.queued.store(0, Ordering::SeqCst);
                 std::mem::take(&mut queue.tasks)
             } else {
                 VecDeque::new()
@@ -338,8 +357,10 @@ impl Drop for Pool {
 /// The next task, or `None` once the pool is closed and its queue empty.
 fn next_task(shared: &Shared) -> Option<Arc<Task>> {
     let mut queue = shared.queue.lock();
+    let mut spun = false;
     loop {
         if let Some(task) = queue.tasks.pop_front() {
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
             if let Some(w) = queue.submitters.pop() {
                 w.wake();
             }
@@ -347,6 +368,15 @@ fn next_task(shared: &Shared) -> Option<Arc<Task>> {
         }
         if queue.closed {
             return None;
+        }
+        if !spun {
+            // A submitter that joins each task submits the next one soon after:
+            // watching for it a moment costs less than a sleep and a wake-up.
+            spun = true;
+            drop(queue);
+            wait::spin_for(TASK_SPIN, None, || shared.queued.load(Ordering::SeqCst) > 0);
+            queue = shared.queue.lock();
+            continue;
         }
         shared.task_ready.wait(&mut queue);
     }

@@ -76,10 +76,15 @@ impl Drop for SpinTurn {
 /// CPU or taking a lock, when it is this thread's turn to spin. Returns whether it
 /// came true.
 pub fn spin_until(deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+    spin_for(SPIN, deadline, ready)
+}
+
+/// [`spin_until`] for at most `limit` instead of [`SPIN`].
+pub fn spin_for(limit: Duration, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
     let Some(_turn) = SpinTurn::take() else {
         return ready();
     };
-    let mut end = Instant::now() + SPIN;
+    let mut end = Instant::now() + limit;
     if let Some(d) = deadline {
         end = end.min(d);
     }
@@ -88,9 +93,10 @@ pub fn spin_until(deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
         if ready() {
             return true;
         }
-        for _ in 0..8 {
-            backoff.spin();
-        }
+        // At most 64 pauses between looks (the backoff's ceiling): a few hundred
+        // nanoseconds, so what comes true is seen at once, not a batch of backoffs
+        // (microseconds) later.
+        backoff.spin();
         if Instant::now() >= end {
             return ready();
         }
