@@ -15,11 +15,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 4 ] || { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 flavour=$1 rounds=$2 out=$3
 shift 3
-case "$flavour" in
-  jit) lua=luajit ;;
-  5.[1-4]) lua="lua$flavour" ;;
-  *) echo "unknown flavour: $flavour" >&2; exit 2 ;;
-esac
+# shellcheck source=tools/lib.sh
+. "$root/tools/lib.sh"
+flavour=$(ll_flavour "$flavour") || { echo "unknown flavour: $1" >&2; exit 2; }
+lua=$(ll_interp "$flavour")
 script=${BENCH_SCRIPT:-spawn}
 mkdir -p "$out"
 names=()
