@@ -22,8 +22,8 @@ use crate::interrupt::Request;
 use crate::names::{Module, Text, ThreadName, LOGGER_FIELD};
 use crate::pool;
 use crate::raw::{
-    arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at,
-    tagged_block, RawState,
+    arg_error, protected, push_bytes, push_package, raise_top, registry_get, registry_set,
+    string_at, tagged_block, RawState,
 };
 use crate::state::{budget_limit, ChildState};
 use crate::thread::{Extra, Joined, StartError, Thread};
@@ -563,31 +563,6 @@ unsafe fn build(
     }
 }
 
-/// Pushes `package` of `c` (its table in `package.loaded`, read raw), or raises.
-///
-/// # Safety
-/// Protected on `c`.
-unsafe fn push_package(c: RawState) {
-    // SAFETY: see the function's contract.
-    unsafe {
-        ffi::lua_pushstring(c, c"_LOADED".as_ptr());
-        ffi::lua_rawget(c, ffi::LUA_REGISTRYINDEX);
-        if ffi::lua_type(c, -1) == ffi::LUA_TTABLE {
-            ffi::lua_pushstring(c, c"package".as_ptr());
-            ffi::lua_rawget(c, -2);
-            if ffi::lua_type(c, -1) == ffi::LUA_TTABLE {
-                ffi::lua_replace(c, -2);
-                return;
-            }
-        }
-        ffi::lua_pushstring(
-            c,
-            c"llthreads: the new state has no package library".as_ptr(),
-        );
-        ffi::lua_error(c);
-    }
-}
-
 /// Sets the child's `package.path` and `package.cpath` to the strings at `at` and
 /// `at + 1` of the parent (where they are strings).
 ///
@@ -929,17 +904,29 @@ flag_getter!(l_started, started);
 flag_getter!(l_detached, detached);
 flag_getter!(l_joinable, joinable);
 
+/// `interrupt`'s argument at `idx`: none or nil asks once, true on every event, false
+/// withdraws the request.
+///
+/// # Safety
+/// `l` is valid; never raises.
+pub(crate) unsafe fn request_at(l: RawState, idx: c_int) -> Request {
+    // SAFETY: type reads only.
+    unsafe {
+        if ffi::lua_isnoneornil(l, idx) != 0 {
+            Request::Once
+        } else if ffi::lua_toboolean(l, idx) != 0 {
+            Request::Always
+        } else {
+            Request::Remove
+        }
+    }
+}
+
 unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let thread = check_thread(l, 1);
-        let request = if ffi::lua_isnoneornil(l, 2) != 0 {
-            Request::Once
-        } else if ffi::lua_toboolean(l, 2) != 0 {
-            Request::Always
-        } else {
-            Request::Remove
-        };
+        let request = request_at(l, 2);
         guarded(l, || (*thread).interrupt(request));
     }
     0

@@ -16,7 +16,6 @@ use crate::api::{self, fail, guarded, raise, set_function, Raise};
 use crate::api_spawn::{check_boolean, check_bytes, option_error, push_paths, type_error};
 use crate::channel::{Msg, Wait};
 use crate::copy::{c_function_names, deliver, encode, prepare_source, CopyError, Rules};
-use crate::interrupt::Request;
 use crate::names::Module;
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
@@ -741,13 +740,7 @@ unsafe extern "C-unwind" fn l_interrupt(l: RawState) -> c_int {
     // SAFETY: called by Lua; nothing owned.
     unsafe {
         let task = check_task(l, 1);
-        let request = if ffi::lua_isnoneornil(l, 2) != 0 {
-            Request::Once
-        } else if ffi::lua_toboolean(l, 2) != 0 {
-            Request::Always
-        } else {
-            Request::Remove
-        };
+        let request = api::request_at(l, 2);
         guarded(l, || (*task).interrupt(request));
     }
     0

@@ -390,3 +390,26 @@ pub unsafe fn upvalue_join(l: RawState, f1: c_int, n1: c_int, f2: c_int, n2: c_i
         ffi::lua_upvaluejoin(l, f1, n1, f2, n2);
     }
 }
+
+/// Pushes `package` of `l` (its table in `package.loaded`, read raw: no metamethod
+/// runs), or raises when there is none.
+///
+/// # Safety
+/// Inside a protected call on `l` (it may raise), with three free slots.
+pub unsafe fn push_package(l: RawState) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
+        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushstring(l, c"package".as_ptr());
+            ffi::lua_rawget(l, -2);
+            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                ffi::lua_replace(l, -2);
+                return;
+            }
+        }
+        ffi::lua_pushstring(l, c"llthreads: the state has no package library".as_ptr());
+        ffi::lua_error(l);
+    }
+}

@@ -37,7 +37,7 @@ use crate::errors::{describe_error, traceback};
 use crate::interrupt::{self, Request};
 use crate::message::View;
 use crate::names::Module;
-use crate::raw::{protected, push_bytes, string_at, RawState};
+use crate::raw::{protected, push_bytes, push_package, string_at, RawState};
 use crate::record::{Ended, Record};
 use crate::state::ChildState;
 use crate::wait::{self, WaitList};
@@ -670,20 +670,12 @@ unsafe fn load_source(l: RawState, source: &[u8]) -> Result<(), ()> {
 /// Protected on `l`.
 unsafe fn set_package_field(l: RawState, field: &std::ffi::CStr, value: Option<&[u8]>) {
     let Some(value) = value else { return };
-    // SAFETY: see the function's contract; raw operations on tables just checked.
+    // SAFETY: see the function's contract; a raw set on the table just pushed.
     unsafe {
-        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
-        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_pushstring(l, c"package".as_ptr());
-            ffi::lua_rawget(l, -2);
-            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                ffi::lua_pushstring(l, field.as_ptr());
-                push_bytes(l, value);
-                ffi::lua_rawset(l, -3);
-            }
-            ffi::lua_settop(l, -2);
-        }
+        push_package(l);
+        ffi::lua_pushstring(l, field.as_ptr());
+        push_bytes(l, value);
+        ffi::lua_rawset(l, -3);
         ffi::lua_settop(l, -2);
     }
 }
