@@ -15,7 +15,7 @@ use mlua::ffi;
 use crate::api::{self, fail, guarded, raise, set_function, Raise};
 use crate::api_spawn::{check_boolean, check_bytes, option_error, push_paths, type_error};
 use crate::channel::{Msg, Wait};
-use crate::copy::{c_function_names, deliver, encode, prepare_source, CopyError, Rules};
+use crate::copy::{c_function_names, deliver, encode, prepare_source, reserve, CopyError, Rules};
 use crate::names::Module;
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
@@ -197,17 +197,50 @@ unsafe fn type_expected(l: RawState, idx: c_int, what: &CStr) -> ! {
 /// Raising allowed, nothing owned.
 unsafe fn push_object(l: RawState, key: &'static u8) -> *mut TaskSlot {
     // SAFETY: see the function's contract. The block is complete (null pointer)
-    // before anything can run `__gc` on it.
+    // before anything can run `__gc` on it. Making the metatable allocates, and a
+    // finalizer run by that can replace the block's stack slot (`debug.setlocal`) and
+    // let it be collected: the slot is checked again before each use of the block.
     unsafe {
         ffi::luaL_checkstack(l, 8, c"no room for an object".as_ptr());
         let block = ffi::lua_newuserdata(l, std::mem::size_of::<TaskSlot>()) as *mut TaskSlot;
+        let at = ffi::lua_gettop(l);
         block.write(TaskSlot {
             tag: key,
             task: std::ptr::null(),
         });
         ensure_metatable(l, key);
-        ffi::lua_setmetatable(l, -2);
+        if !still_block(l, at, block.cast()) {
+            tampered(l);
+        }
+        ffi::lua_setmetatable(l, at);
+        if !still_block(l, at, block.cast()) {
+            tampered(l);
+        }
         block
+    }
+}
+
+/// Whether the value at `idx` is still the userdata whose block is `block`.
+///
+/// # Safety
+/// `l` is valid; never raises.
+unsafe fn still_block(l: RawState, idx: c_int, block: *mut c_void) -> bool {
+    // SAFETY: type and address reads only.
+    unsafe { ffi::lua_type(l, idx) == ffi::LUA_TUSERDATA && ffi::lua_touserdata(l, idx) == block }
+}
+
+/// Raises the error for an object of ours that Lua code changed while it was made.
+///
+/// # Safety
+/// Raising allowed (inside a protected call, nothing owned).
+unsafe fn tampered(l: RawState) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        ffi::lua_pushstring(
+            l,
+            c"llthreads: an object being made was changed by Lua code".as_ptr(),
+        );
+        raise_top(l)
     }
 }
 
@@ -491,26 +524,30 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
             arg_error(l, first, CStr::from_ptr(msg));
         }
         let last = ffi::lua_gettop(l);
-        let mut msgs = match encode_values(l, first, last) {
+        let msgs = match encode_values(l, first, last) {
             Ok(msgs) => msgs,
             Err(what) => raise(l, what),
         };
-        // The pool may have been collected by Lua code run while encoding (finalizers).
-        let pool_now = check_pool(l, 1);
-        if pool_now != pool {
-            raise(
-                l,
-                Raise::Static(c"llthreads: the pool was changed by Lua code"),
-            );
-        }
         enum Submitted {
             Task(*const Task),
             Fail(&'static str),
             Interrupted(Module),
+            /// Lua code run while encoding (a finalizer) collected or replaced the pool.
+            Changed,
         }
-        let submitted = guarded(l, || {
+        // The messages move into the closure, so they are gone before anything is
+        // raised below, whatever the outcome (a panic included).
+        let submitted = guarded(l, move || {
+            // Not `check_pool`: it raises, and the messages are owned here.
+            let slot = block_at(l, 1, &POOL_KEY) as *mut PoolSlot;
+            if slot.is_null() || (*slot).pool != pool {
+                return Submitted::Changed;
+            }
+            let mut msgs = msgs;
             let args = msgs.split_off(1);
-            let function = msgs.pop().expect("the function's message");
+            let Some(function) = msgs.pop() else {
+                return Submitted::Changed;
+            };
             match (*pool).submit(function, args, wait) {
                 Ok(task) => Submitted::Task(Arc::into_raw(task)),
                 Err(Refused::Full) => Submitted::Fail("full"),
@@ -534,6 +571,10 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
             }
             Submitted::Fail(msg) => fail(l, msg),
             Submitted::Interrupted(module) => raise(l, Raise::Static(module.interrupted_error())),
+            Submitted::Changed => raise(
+                l,
+                Raise::Static(c"llthreads: the pool was changed by Lua code"),
+            ),
         }
     }
 }
@@ -676,10 +717,11 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
             RaiseTop,
             Interrupted(Module),
         }
-        // Keeps the task alive even if Lua code collects the object meanwhile.
+        // Keeps the task alive even if Lua code collects the object meanwhile; moved
+        // into the closure, so it is gone before anything is raised.
         Arc::increment_strong_count(task);
         let task = Arc::from_raw(task);
-        let out = guarded(l, || match task.join(wait) {
+        let out = guarded(l, move || match task.join(wait) {
             Joined::Timeout => Out::Fail("timeout"),
             Joined::Again => Out::Fail("Can't join a task that has already been joined."),
             Joined::Interrupted(module) => Out::Interrupted(module),
@@ -692,7 +734,10 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
                 Out::Failed(msg)
             }
             Joined::Returned(values) => {
-                if ffi::lua_checkstack(l, values.len() as c_int + 4) == 0 {
+                // `reserve`, not `lua_checkstack`: on 5.1 and LuaJIT that raises when
+                // growing the stack runs out of memory, with `values` owned here.
+                let room = c_int::try_from(values.len()).unwrap_or(c_int::MAX - 4) + 4;
+                if reserve(l, room).is_err() {
                     return Out::Fail("too many results to return");
                 }
                 ffi::lua_pushboolean(l, 1);
@@ -704,7 +749,6 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
                 Out::Pushed(values.len() as c_int + 1)
             }
         });
-        drop(task);
         match out {
             Out::Pushed(n) => n,
             Out::Fail(msg) => fail(l, msg),

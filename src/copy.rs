@@ -1679,6 +1679,11 @@ unsafe fn dump(from: RawState, idx: c_int, buf: &mut Vec<u8>) -> bool {
         // SAFETY: see the function's contract; `p` holds `size` bytes. No panic can
         // unwind into Lua from here: a failed reservation is reported to Lua instead.
         unsafe {
+            // 5.5 (and 5.1/5.2 for some functions) end a dump with an empty block
+            // whose pointer is null: no slice may be made of it.
+            if size == 0 || p.is_null() {
+                return 0;
+            }
             let buf = &mut *(ud as *mut Vec<u8>);
             if buf.try_reserve(size).is_err() {
                 return 1;
@@ -1688,12 +1693,20 @@ unsafe fn dump(from: RawState, idx: c_int, buf: &mut Vec<u8>) -> bool {
         0
     }
     buf.clear();
-    // SAFETY: see the function's contract. PUC Lua's dump does not allocate in the
-    // state; LuaJIT's runs under its own protected call and reports failure.
+    // SAFETY: see the function's contract. PUC Lua's dump up to 5.4 does not allocate
+    // in the state; 5.5's does, with the limit lifted so it cannot fail on it (and
+    // runs no collector step); LuaJIT's runs under its own protected call and reports
+    // failure.
     unsafe {
         let top = ffi::lua_gettop(from);
         ffi::lua_pushvalue(from, idx);
-        let status = ffi::lua_dump(from, write, buf as *mut Vec<u8> as *mut c_void, 0);
+        let ud = buf as *mut Vec<u8> as *mut c_void;
+        // 5.5's dump allocates in `from` (see `state::unbounded`) and pushes one value
+        // (within the level's room).
+        #[cfg(feature = "lua55")]
+        let status = crate::state::unbounded(from, || ffi::lua_dump(from, write, ud, 0));
+        #[cfg(not(feature = "lua55"))]
+        let status = ffi::lua_dump(from, write, ud, 0);
         ffi::lua_settop(from, top);
         status == 0
     }

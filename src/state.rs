@@ -206,9 +206,43 @@ pub unsafe fn budget_limit(l: RawState) -> Option<usize> {
     }
     // SAFETY: (1) a budget allocator is only ever installed by `with_budget` (of this
     // or another copy: same name, same layout), with `ud` pointing to the state's
-    // `Budget`, alive as long as the state; (2) `limit` never changes after creation,
-    // and `used` (written by the allocator, on this same thread) is not read.
+    // `Budget`, alive as long as the state; (2) `limit` changes only inside
+    // `unbounded`, on the thread using the state, which is this one; `used` (written
+    // by the allocator, on this same thread) is not read.
     Some(unsafe { std::ptr::addr_of!((*(ud as *const Budget)).limit).read() })
+}
+
+/// Runs `f` with the memory limit of `l` lifted, when `l` has one (its allocator
+/// still counts every byte). For Lua 5.5's `lua_dump`, which allocates in the state
+/// dumped from (a table of the strings already written) and would raise "not enough
+/// memory" there, outside any protected call of ours, in a state near its limit.
+/// Nothing in the dump runs the collector, so no Lua code runs meanwhile; the bytes
+/// are counted and the next allocation past the limit is refused as usual.
+///
+/// # Safety
+/// `l` is valid and used by this thread only, for the whole of `f`; `f` does not
+/// panic.
+#[cfg(feature = "lua55")]
+pub unsafe fn unbounded<T>(l: RawState, f: impl FnOnce() -> T) -> T {
+    let mut ud: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `lua_getallocf` only reads the state's global fields.
+    let alloc = unsafe { ffi::lua_getallocf(l, &mut ud) };
+    let ours: ffi::lua_Alloc = llthreads_budget_alloc_v1;
+    let is_budget = std::ptr::fn_addr_eq(alloc, ours) || is_budget_alloc_of_another_copy(alloc);
+    if !is_budget || ud.is_null() {
+        return f();
+    }
+    let budget = ud as *mut Budget;
+    // SAFETY: (1) a budget allocator's `ud` is the state's `Budget` (see
+    // `budget_limit`), alive as long as the state; (2) only the thread using the
+    // state touches it, and that is this thread for the whole call.
+    unsafe {
+        let limit = (*budget).limit;
+        (*budget).limit = usize::MAX;
+        let value = f();
+        (*budget).limit = limit;
+        value
+    }
 }
 
 /// LuaJIT states never have a budget.

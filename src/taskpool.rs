@@ -287,11 +287,11 @@ impl Pool {
                 queue.submitters.register(&w);
                 drop(queue);
                 if let Some(module) = interrupt::claim_here() {
-                    self.shared.queue.lock().submitters.remove(&w);
+                    self.give_up_room(&w);
                     return Err(Refused::Interrupted(module));
                 }
                 if wait::expired(deadline) {
-                    self.shared.queue.lock().submitters.remove(&w);
+                    self.give_up_room(&w);
                     return Err(Refused::Timeout);
                 }
                 w.park(deadline);
@@ -305,6 +305,22 @@ impl Pool {
         drop(queue);
         self.shared.task_ready.notify_one();
         Ok(task)
+    }
+
+    /// A submitter waiting for room gives up. When a worker had already taken it off
+    /// the list to wake it (room came), that wake-up goes to the next one waiting.
+    fn give_up_room(&self, w: &Arc<wait::Waiter>) {
+        let mut queue = self.shared.queue.lock();
+        if queue.submitters.remove(w) {
+            return;
+        }
+        let capacity = self.shared.config.queue;
+        let room = capacity.is_none_or(|c| queue.tasks.len() < c);
+        let next = if room { queue.submitters.pop() } else { None };
+        drop(queue);
+        if let Some(next) = next {
+            next.wake();
+        }
     }
 
     /// Refuses new tasks; with `cancel`, the queued ones never run (their `join` says
@@ -361,7 +377,11 @@ fn next_task(shared: &Shared) -> Option<Arc<Task>> {
     loop {
         if let Some(task) = queue.tasks.pop_front() {
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            if let Some(w) = queue.submitters.pop() {
+            // There is room now: one waiting submitter may go on (woken once the
+            // lock is released, so that it does not wake only to wait for it).
+            let submitter = queue.submitters.pop();
+            drop(queue);
+            if let Some(w) = submitter {
                 w.wake();
             }
             return Some(task);
