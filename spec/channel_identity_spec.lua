@@ -10,12 +10,7 @@ local H = require "spec.helper"
 
 local llthreads = require "llthreads"
 
-local function survives(source)
-  local code, out = H.run_lua(source, nil, 60)
-  assert(not H.crashed(code, out), ("the interpreter crashed (exit %s):\n%s"):format(tostring(code), out))
-  assert.are.equal(0, code, out)
-  return out
-end
+local survives = H.survives
 
 describe("a channel", function()
   after_each(H.cleanup)
