@@ -177,7 +177,7 @@ describe("llthreads.spawn", function()
     H.assert_contains(got[2], "stack traceback:")
   end)
 
-  it("keeps line numbers of a function loaded from stripped bytecode's source", function()
+  it("keeps the function's own line numbers in its errors: the copy is never stripped", function()
     -- The copy keeps debug information even when the parent never asked for it.
     local f = loadstring and loadstring("return function()\n\n error('third') end", "=strip")
       or load("return function()\n\n error('third') end", "=strip")
