@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use mlua::ffi;
 
 use crate::api::{self, fail, guarded, raise, set_function, Raise};
-use crate::api_spawn::{check_boolean, check_bytes, option_error, push_paths, type_error};
+use crate::api_spawn::{
+    check_boolean, check_bytes, option_error, option_name, push_paths, type_error, unknown_option,
+};
 use crate::channel::{Msg, Wait};
 use crate::copy::{c_function_names, deliver, encode, prepare_source, reserve, CopyError, Rules};
 use crate::names::Module;
@@ -343,14 +345,7 @@ unsafe fn new_pool(l: RawState, module: Module) -> c_int {
             while ffi::lua_next(l, idx) != 0 {
                 let key = ffi::lua_gettop(l) - 1;
                 let value = key + 1;
-                let Some(name) = string_at(l, key) else {
-                    let msg = ffi::lua_pushfstring(
-                        l,
-                        c"option names are strings, got %s".as_ptr(),
-                        ffi::luaL_typename(l, key),
-                    );
-                    option_error(l, idx, CStr::from_ptr(msg));
-                };
+                let name = option_name(l, idx, key);
                 match name {
                     b"size" => {
                         let n = check_bytes(l, idx, c"size", value);
@@ -391,14 +386,7 @@ unsafe fn new_pool(l: RawState, module: Module) -> c_int {
                         ffi::lua_pushvalue(l, value);
                         ffi::lua_replace(l, 2);
                     }
-                    _ => {
-                        let msg = ffi::lua_pushfstring(
-                            l,
-                            c"unknown option '%s'".as_ptr(),
-                            ffi::lua_tolstring(l, key, std::ptr::null_mut()),
-                        );
-                        option_error(l, idx, CStr::from_ptr(msg));
-                    }
+                    _ => unknown_option(l, idx, key),
                 }
                 ffi::lua_settop(l, key);
             }

@@ -126,14 +126,7 @@ unsafe fn check_options(l: RawState, idx: c_int, entry: Entry) -> Options {
                 ffi::lua_settop(l, key);
                 continue;
             }
-            let Some(name) = string_at(l, key) else {
-                let msg = ffi::lua_pushfstring(
-                    l,
-                    c"option names are strings, got %s".as_ptr(),
-                    ffi::luaL_typename(l, key),
-                );
-                option_error(l, idx, CStr::from_ptr(msg));
-            };
+            let name = option_name(l, idx, key);
             match name {
                 b"name" => {
                     let Some(text) = string_at(l, value) else {
@@ -178,19 +171,51 @@ unsafe fn check_options(l: RawState, idx: c_int, entry: Entry) -> Options {
                     check_preload(l, idx, value);
                     options.preload = true;
                 }
-                _ => {
-                    let msg = ffi::lua_pushfstring(
-                        l,
-                        c"unknown option '%s'".as_ptr(),
-                        ffi::lua_tolstring(l, key, std::ptr::null_mut()),
-                    );
-                    option_error(l, idx, CStr::from_ptr(msg));
-                }
+                _ => unknown_option(l, idx, key),
             }
             ffi::lua_settop(l, key);
         }
     }
     options
+}
+
+/// The name of the option whose key is at `key` (of the options table at `idx`), or
+/// the argument error for a key that is not a string.
+///
+/// # Safety
+/// As for [`check_options`]; the name lives while the key is on the stack.
+pub(crate) unsafe fn option_name<'a>(l: RawState, idx: c_int, key: c_int) -> &'a [u8] {
+    // SAFETY: see the function's contract.
+    unsafe {
+        match string_at(l, key) {
+            Some(name) => name,
+            None => {
+                let msg = ffi::lua_pushfstring(
+                    l,
+                    c"option names are strings, got %s".as_ptr(),
+                    ffi::luaL_typename(l, key),
+                );
+                option_error(l, idx, CStr::from_ptr(msg))
+            }
+        }
+    }
+}
+
+/// Raises `bad argument #idx to '<f>' (unknown option '<name>')` for the string key at
+/// `key`.
+///
+/// # Safety
+/// As for [`check_options`].
+pub(crate) unsafe fn unknown_option(l: RawState, idx: c_int, key: c_int) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let msg = ffi::lua_pushfstring(
+            l,
+            c"unknown option '%s'".as_ptr(),
+            ffi::lua_tolstring(l, key, std::ptr::null_mut()),
+        );
+        option_error(l, idx, CStr::from_ptr(msg))
+    }
 }
 
 /// Raises `bad argument #idx to '<f>' (option '<option>': <what> expected, got <type>)`.
