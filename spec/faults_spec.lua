@@ -105,6 +105,37 @@ describe("faults in the child", function()
     end
   end)
 
+  -- Regression: the error object was dropped before the logger ran, so a collection
+  -- inside the logger ran the object's own finalizer there; on 5.2 and 5.3 its error
+  -- aborted the logger, which never saw the message (a CI run caught it by chance).
+  describe("an error object with a raising finalizer", function()
+    for _, m in ipairs(MODES) do
+      it(("stays alive while the logger runs, %s: the logger gets the message"):format(m.name), function()
+        local log = H.tmpname()
+        local raise = "error(setmetatable({}, { __gc = function() error('gc boom') end }))"
+        -- the logger collects first: without the fix that is where the finalizer raised
+        local code = with_file_logger(raise):gsub("set_logger%(function%(msg%) ", "%0collectgarbage() ")
+        assert(code:find("collectgarbage() ", 1, true), "the logger must collect first")
+        local t = llthreads.new(code, log)
+        t:start(m.d, m.j)
+        if not m.d or m.j then
+          local r = H.pack(t:join())
+          if m.j and not m.d then
+            assert(r[1] == false and r[2] == CHILD_PREFIX .. NO_MESSAGE:sub(#LOG_PREFIX + 1),
+              "join gave " .. H.show_pack(r))
+          else
+            assert(r[1] == true, "join gave " .. H.show_pack(r))
+          end
+        end
+        assert(H.wait_file(log, 60), "the logger was not called, or did not finish")
+        local f = assert(io.open(log, "rb"))
+        local line = f:read("*a")
+        f:close()
+        assert(line == NO_MESSAGE, "logger got: " .. line:sub(1, 200))
+      end)
+    end
+  end)
+
   describe("a logger that raises", function()
     local LOGGERS = {
       { name = "a string error", code = "function() error('logger boom') end" },

@@ -20,7 +20,7 @@ use crate::record::Record;
 use crate::state::ChildState;
 
 /// The child state's stack from `new` to `join`: `[handler, chunk, args...]` before
-/// the chunk runs, `[handler, results...]` (or `[handler, error]`) after.
+/// the chunk runs, `[handler, results...]` (or `[handler, error, its text]`) after.
 pub struct Frame;
 
 impl Frame {
@@ -30,7 +30,8 @@ impl Frame {
     pub const CHUNK: c_int = 2;
     /// The chunk's first argument; the rest follow up to the top.
     pub const FIRST_ARG: c_int = 3;
-    /// After the run, the first result (or the error object); the rest up to the top.
+    /// After the run, the first result; the rest up to the top. (After an error the
+    /// error's text is on top.)
     pub const FIRST_RESULT: c_int = 2;
 }
 
@@ -135,9 +136,15 @@ fn run_chunk(l: RawState, record: &Record, name: Option<&ThreadName>) -> c_int {
         // SAFETY: same exclusive use of `l`; `reserve` never raises.
         status = unsafe { keep_room_for_results(l) };
     } else {
+        // The error object stays below its description until the state closes: once
+        // unreachable, a finalizer of its own could fire inside the logger and, on
+        // 5.2 and 5.3, raise there, so the logger would never see the message.
         // SAFETY: same exclusive use of `l`; the stack is `[handler, error]`, far
         // below the room Lua gives the base level.
-        unsafe { describe_error(l) };
+        unsafe {
+            ffi::lua_pushvalue(l, -1);
+            describe_error(l);
+        }
     }
     if status != ffi::LUA_OK {
         // SAFETY: same exclusive use of `l`; the error object is on top, with room.
