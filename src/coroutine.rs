@@ -21,7 +21,8 @@
 //! its switch back, so no error can leave the interrupt module pointing at a coroutine
 //! that stopped running (and could be collected). Those two can raise on their own
 //! only when creating one of their fixed messages fails for lack of memory; the child
-//! state keeps those messages interned, so creating them allocates nothing.
+//! state interns those messages before its first switch, so creating them allocates
+//! nothing.
 //!
 //! A coroutine resumed by C code through `lua_resume` directly is not seen: an
 //! interrupt made while it runs waits until it yields back. On LuaJIT nothing is
@@ -110,7 +111,7 @@ mod puc {
     use mlua::ffi;
 
     use crate::interrupt;
-    use crate::raw::{raise_top, registry_get, registry_set, string_at, RawState};
+    use crate::raw::{protected, raise_top, registry_get, registry_set, string_at, RawState};
 
     /// The stock functions, the same for every state of the process (they live in the
     /// one Lua library the host links), read from the first child state.
@@ -155,19 +156,22 @@ mod puc {
         }
     }
 
-    /// Makes sure the interned messages are still there before a switch: Lua code can
-    /// reach the registry and drop them, and then `lua_resume` would have to create
-    /// one, which under a memory limit can fail with an error thrown past the switch
-    /// back (it goes to the main coroutine), leaving the interrupt machinery pointing
-    /// at a coroutine that may be collected. Interning again here may raise: nothing
-    /// is switched yet.
+    /// Makes sure the interned messages are there before a switch. They are made on
+    /// the first switch, not when the state is built: a chunk that never runs a
+    /// coroutine does not pay for them (about 0.2 KiB per thread). Lua code can reach
+    /// the registry and drop them, so they are checked every time: without them
+    /// `lua_resume` would have to create one, which under a memory limit can fail
+    /// with an error thrown past the switch back (it goes to the main coroutine),
+    /// leaving the interrupt machinery pointing at a coroutine that may be collected.
+    /// Returns false, with the error on top of `l`, when interning failed (out of
+    /// memory); nothing is switched then.
     ///
     /// # Safety
-    /// As for [`intern`].
-    unsafe fn keep_interned(l: RawState) {
+    /// Called from a C function Lua called on `l`, owning nothing; three free slots.
+    unsafe fn keep_interned(l: RawState) -> bool {
         // SAFETY: raw reads with a light userdata key and integer keys allocate
         // nothing; every push is popped.
-        unsafe {
+        let intact = unsafe {
             let top = ffi::lua_gettop(l);
             let mut intact = registry_get(l, &INTERNED_KEY) == ffi::LUA_TTABLE;
             for (i, s) in INTERNED.iter().enumerate() {
@@ -179,10 +183,19 @@ mod puc {
                 ffi::lua_settop(l, -2);
             }
             ffi::lua_settop(l, top);
-            if !intact {
-                intern(l);
-            }
+            intact
+        };
+        if intact {
+            return true;
         }
+        let mut body = |l: RawState| -> c_int {
+            // SAFETY: protected on `l`, where raising is allowed.
+            unsafe { intern(l) };
+            0
+        };
+        // SAFETY: (1) three free slots, two of which `protected` needs; (2) the body
+        // owns nothing and does not panic. On failure the error object is pushed.
+        unsafe { protected(l, 0, 0, &mut body) == ffi::LUA_OK }
     }
 
     /// # Safety
@@ -199,7 +212,6 @@ mod puc {
                     set(l, c"wrap", l_wrap);
                     #[cfg(any(feature = "lua54", feature = "lua55"))]
                     set(l, c"close", l_close);
-                    intern(l);
                 }
             }
             ffi::lua_settop(l, top);
@@ -306,7 +318,9 @@ mod puc {
         // SAFETY: see the function's contract. Between the switches only `lua_resume`
         // runs, which keeps errors of `co` in `co`.
         unsafe {
-            keep_interned(l);
+            if !keep_interned(l) {
+                return -1;
+            }
             ffi::lua_xmove(l, co, narg);
             #[cfg(feature = "lua51")]
             lua_setlevel(l, co);
@@ -434,7 +448,9 @@ mod puc {
         unsafe {
             let mut status = ffi::lua_status(co);
             if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
-                keep_interned(l);
+                if !keep_interned(l) {
+                    return raise_top(l);
+                }
                 let switch = interrupt::switch_to(l, co);
                 status = close_thread(co, l);
                 interrupt::switch_back(switch);
@@ -486,7 +502,12 @@ mod puc {
             if refused {
                 return (stock.close)(l);
             }
-            keep_interned(l);
+            if !keep_interned(l) {
+                // As the stock `close` reports a failed close.
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_insert(l, -2);
+                return 2;
+            }
             let switch = interrupt::switch_to(l, co);
             let n = (stock.close)(l);
             interrupt::switch_back(switch);
