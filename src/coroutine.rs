@@ -449,7 +449,7 @@ mod puc {
             let mut status = ffi::lua_status(co);
             if status != ffi::LUA_OK && status != ffi::LUA_YIELD {
                 if !keep_interned(l) {
-                    return raise_top(l);
+                    raise_top(l);
                 }
                 let switch = interrupt::switch_to(l, co);
                 status = close_thread(co, l);

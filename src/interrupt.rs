@@ -46,6 +46,7 @@
 //! only while its chunk runs; when the chunk ends it is blocked again and any instance
 //! still pending is discarded before the slot is released.
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::io;
 use std::ptr;
@@ -58,6 +59,7 @@ use mlua::ffi;
 
 use crate::names::Module;
 use crate::raw::{lua_State, raise_top, RawState};
+use crate::slot::ThreadSlot;
 
 /// What `interrupt` asked for; stored in [`Interruptor::request`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,35 +357,14 @@ fn is_ours(f: Option<ffi::lua_Hook>) -> bool {
 
 // The interruptor of the chunk this thread runs, for the hook, the coroutine functions
 // and `join` (all called by Lua in ordinary context; the signal handler never reads
-// it). It is kept in a POSIX thread-specific slot: a thread-local of a `dlopen`ed
-// library costs every thread that touches it a heap block (the library's whole
-// thread-local segment), while a thread's first thread-specific slots are part of its
-// descriptor. So a chunk that never needs one of the library's thread-locals (they
-// serve protected calls and panics) costs its thread no such block. The thread-local
-// below stands in when the process has no key left to give, or no memory for a slot.
+// it). In a thread-specific slot, not a thread-local (see `slot.rs`).
 thread_local! {
-    static FALLBACK: AtomicPtr<Interruptor> = const { AtomicPtr::new(ptr::null_mut()) };
+    static FALLBACK: Cell<*const c_void> = const { Cell::new(ptr::null()) };
 }
-
-/// This library copy's thread-specific key, made on first use; `None` when the process
-/// has none left.
-fn key() -> Option<libc::pthread_key_t> {
-    static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
-    *KEY.get_or_init(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is written when the call succeeds; no destructor is needed
-        // (the value is cleared by `leave` and owns nothing).
-        (unsafe { libc::pthread_key_create(&mut key, None) } == 0).then_some(key)
-    })
-}
+static THIS_THREAD: ThreadSlot = ThreadSlot::new(&FALLBACK);
 
 fn this_thread() -> Option<&'static Interruptor> {
-    // SAFETY: `key` made this key; reading one's own slot has no precondition.
-    let mut p = key().map_or(ptr::null_mut(), |k| unsafe { libc::pthread_getspecific(k) })
-        as *const Interruptor;
-    if p.is_null() {
-        p = FALLBACK.with(|i| i.load(R));
-    }
+    let p = THIS_THREAD.get().cast::<Interruptor>();
     // SAFETY: non-null only between `enter` and `leave`, during which the record that
     // holds the interruptor is kept alive by the running child.
     unsafe { p.as_ref() }
@@ -391,21 +372,7 @@ fn this_thread() -> Option<&'static Interruptor> {
 
 /// Sets (non-null, in `enter`) or clears (null, in `leave`) what [`this_thread`] gives.
 fn set_this_thread(interruptor: *const Interruptor) {
-    if let Some(k) = key() {
-        // SAFETY: this library's key; the value is a plain pointer, read back only by
-        // `this_thread` on this thread. Clearing a slot never allocates.
-        unsafe {
-            if !interruptor.is_null() {
-                if libc::pthread_setspecific(k, interruptor.cast()) == 0 {
-                    return;
-                }
-            } else if !libc::pthread_getspecific(k).is_null() {
-                libc::pthread_setspecific(k, ptr::null());
-                return; // set through the key: the thread-local was never used
-            }
-        }
-    }
-    FALLBACK.with(|i| i.store(interruptor as *mut _, R));
+    THIS_THREAD.set(interruptor.cast());
 }
 
 /// Called on the child's thread before its chunk runs: makes this thread's chunk

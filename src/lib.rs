@@ -62,6 +62,7 @@ mod pool;
 mod raw;
 mod record;
 mod select;
+mod slot;
 mod state;
 mod taskpool;
 mod thread;

@@ -17,10 +17,15 @@
 //!
 //! A job never unwinds into a worker: a panic outside an entry point's barrier aborts
 //! the process (see `barrier.rs`), so workers need no `catch_unwind` of their own.
+//!
+//! Workers are plain pthreads, not `std::thread`s: a standard thread costs about
+//! 0.4 KiB that outlives nothing useful here (its handle, result packet and boxed
+//! closure, plus the library's whole thread-local block, which its start-up touches),
+//! and memory per live thread is measured against the C original's.
 
+use std::ffi::c_void;
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
@@ -55,7 +60,7 @@ struct Mailbox {
     arrived: Condvar,
     /// The worker's thread, for whoever joins it. Set by `reserve` before the worker
     /// can get any mail; taken by the one who joins it.
-    handle: Mutex<Option<JoinHandle<()>>>,
+    handle: Mutex<Option<Worker>>,
     /// Whether the worker parks after its job; not a thread made with a stack size of
     /// its own, which is for one job only.
     parks: bool,
@@ -72,7 +77,7 @@ struct Pool {
     /// Parked workers, the most recently parked last (its stack is the warmest).
     idle: Vec<Arc<Mailbox>>,
     /// Threads of workers that exited (or are about to): joined later.
-    exited: Vec<JoinHandle<()>>,
+    exited: Vec<Worker>,
     /// Lua states that loaded the module and are still open.
     users: usize,
 }
@@ -107,7 +112,7 @@ pub fn remove_user() {
     }
     let parked = idle.iter().filter_map(|m| m.handle.lock().take());
     for thread in parked.chain(exited) {
-        let _ = thread.join();
+        thread.join();
     }
     log::debug!("last user gone: {} parked worker(s) ended", idle.len());
 }
@@ -130,12 +135,64 @@ pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
         handle: Mutex::new(None),
         parks: stack_size.is_none(),
     });
-    let theirs = Arc::clone(&mailbox);
-    let thread = std::thread::Builder::new()
-        .stack_size(stack_size.unwrap_or(STACK_SIZE))
-        .spawn(move || work(theirs))?;
+    let thread = Worker::start(Arc::clone(&mailbox), stack_size.unwrap_or(STACK_SIZE))?;
     *mailbox.handle.lock() = Some(thread);
     Ok(Reserved(Some(mailbox)))
+}
+
+/// A worker's joinable OS thread.
+struct Worker(libc::pthread_t);
+
+impl Worker {
+    /// Starts a thread with a stack of `stack_size` bytes that runs [`work`].
+    fn start(mailbox: Arc<Mailbox>, stack_size: usize) -> io::Result<Worker> {
+        extern "C" fn main(arg: *mut c_void) -> *mut c_void {
+            // SAFETY: `arg` is the `Arc` that `start` turned into a pointer for this
+            // thread alone, taken back exactly once. (A panic here cannot unwind out of
+            // this `extern "C"` function: it aborts, as a panic outside a barrier must.)
+            let mailbox = unsafe { Arc::from_raw(arg.cast_const().cast::<Mailbox>()) };
+            work(mailbox);
+            std::ptr::null_mut()
+        }
+        let check = |rc: libc::c_int| match rc {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        };
+        let arg = Arc::into_raw(mailbox);
+        // SAFETY: (1) `attr` is initialised before use and destroyed once; (2) the new
+        // thread takes `arg` over only when `pthread_create` succeeds, else it is
+        // taken back here; (3) `thread` is written by a successful `pthread_create`.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            check(libc::pthread_attr_init(&mut attr))?;
+            let mut thread: libc::pthread_t = 0;
+            let rc = match libc::pthread_attr_setstacksize(&mut attr, stack_size) {
+                0 => libc::pthread_create(&mut thread, &attr, main, arg.cast_mut().cast()),
+                e => e,
+            };
+            libc::pthread_attr_destroy(&mut attr);
+            if rc != 0 {
+                drop(Arc::from_raw(arg));
+            }
+            check(rc).map(|()| Worker(thread))
+        }
+    }
+
+    /// Waits for the thread to end.
+    fn join(self) {
+        // SAFETY: a joinable thread that nobody else joins: `Worker` is not `Clone`,
+        // and `join` / `try_join` take it by value.
+        unsafe { libc::pthread_join(self.0, std::ptr::null_mut()) };
+    }
+
+    /// Joins the thread if it has ended; gives it back if it still runs.
+    fn try_join(self) -> Option<Worker> {
+        // SAFETY: as in `join`.
+        match unsafe { libc::pthread_tryjoin_np(self.0, std::ptr::null_mut()) } {
+            libc::EBUSY => Some(self),
+            _ => None,
+        }
+    }
 }
 
 impl Reserved {
@@ -196,13 +253,10 @@ fn give_back(mailbox: &Arc<Mailbox>) -> Next {
 /// Records that `mailbox`'s worker is about to exit, and joins the threads of
 /// workers that already have.
 fn exiting(pool: &mut Pool, mailbox: &Mailbox) {
-    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut pool.exited)
+    pool.exited = std::mem::take(&mut pool.exited)
         .into_iter()
-        .partition(|t| t.is_finished());
-    pool.exited = running;
-    for thread in done {
-        let _ = thread.join(); // returns at once: the thread has ended
-    }
+        .filter_map(Worker::try_join)
+        .collect();
     if let Some(thread) = mailbox.handle.lock().take() {
         pool.exited.push(thread);
     }

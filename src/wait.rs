@@ -17,11 +17,14 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use crate::slot::ThreadSlot;
 
 const IDLE: u8 = 0;
 const NOTIFIED: u8 = 1;
@@ -193,27 +196,28 @@ impl Waiter {
 
 // The waiter of the chunk running on this thread: the address of an `Arc` held by its
 // record, or null outside a chunk of ours. Ordinary context only (never read from a
-// signal handler). A raw pointer needs no thread-local destructor.
+// signal handler). In a thread-specific slot, not a thread-local (see `slot.rs`).
 thread_local! {
-    static CURRENT: Cell<*const Arc<Waiter>> = const { Cell::new(std::ptr::null()) };
+    static FALLBACK: Cell<*const c_void> = const { Cell::new(std::ptr::null()) };
 }
+static CURRENT: ThreadSlot = ThreadSlot::new(&FALLBACK);
 
 /// Makes `waiter` this thread's waiter until [`clear_current`].
 ///
 /// # Safety
 /// `waiter` stays alive and in place until this thread calls [`clear_current`].
 pub unsafe fn set_current(waiter: &Arc<Waiter>) {
-    CURRENT.with(|c| c.set(waiter));
+    CURRENT.set((waiter as *const Arc<Waiter>).cast());
 }
 
 pub fn clear_current() {
-    CURRENT.with(|c| c.set(std::ptr::null()));
+    CURRENT.set(std::ptr::null());
 }
 
 /// The waiter a blocking operation on this thread uses: the chunk's own, or a fresh
 /// one on a thread that runs no chunk of ours. Its pending wake-up is cleared.
 pub fn current() -> Arc<Waiter> {
-    let ptr = CURRENT.with(Cell::get);
+    let ptr = CURRENT.get().cast::<Arc<Waiter>>();
     // SAFETY: non-null only between `set_current` and `clear_current`, during which
     // the caller of `set_current` keeps the `Arc` alive and in place.
     let waiter = match unsafe { ptr.as_ref() } {
