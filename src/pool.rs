@@ -21,14 +21,16 @@
 //! Workers are plain pthreads, not `std::thread`s: a standard thread costs about
 //! 0.4 KiB that outlives nothing useful here (its handle, result packet and boxed
 //! closure, plus the library's whole thread-local block, which its start-up touches),
-//! and memory per live thread is measured against the C original's.
+//! and memory per live thread is measured against the C original's. For the same
+//! reason a worker never touches a thread-local of the library on its own: see
+//! `slot.rs` for the running chunk's pointers, and [`Mailbox`] for its waits.
 
 use std::ffi::c_void;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 /// Work for one thread, run once. It may give its worker back to the pool before its
 /// last act through the [`Handback`] (see there).
@@ -56,10 +58,14 @@ enum Mail {
 
 /// Where a worker receives its next job.
 struct Mailbox {
-    mail: Mutex<Mail>,
-    arrived: Condvar,
-    /// The worker's thread, for whoever joins it. Set by `reserve` before the worker
-    /// can get any mail; taken by the one who joins it.
+    /// The standard library's futex-based lock and condition variable, not
+    /// parking_lot's: a thread that parks on those touches the library's thread-local
+    /// block (see the module comment), and a new worker often waits for its first job.
+    mail: std::sync::Mutex<Mail>,
+    arrived: std::sync::Condvar,
+    /// The worker's thread, for whoever joins it. Set before the worker can get any
+    /// mail; taken by the worker itself when a job (or `Unused`) comes (see [`Home`]),
+    /// else by whoever joins it.
     handle: Mutex<Option<Worker>>,
     /// Whether the worker parks after its job; not a thread made with a stack size of
     /// its own, which is for one job only.
@@ -68,8 +74,14 @@ struct Mailbox {
 
 impl Mailbox {
     fn post(&self, mail: Mail) {
-        *self.mail.lock() = mail;
+        *self.mail() = mail;
         self.arrived.notify_one();
+    }
+
+    /// The mail slot, locked. A poisoned lock is taken as it is: nothing panics while
+    /// holding it.
+    fn mail(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.mail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -130,8 +142,8 @@ pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
         }
     }
     let mailbox = Arc::new(Mailbox {
-        mail: Mutex::new(Mail::Empty),
-        arrived: Condvar::new(),
+        mail: std::sync::Mutex::new(Mail::Empty),
+        arrived: std::sync::Condvar::new(),
         handle: Mutex::new(None),
         parks: stack_size.is_none(),
     });
@@ -214,7 +226,7 @@ impl Drop for Reserved {
 
 /// Lets a job hand its worker back to the pool before its last act.
 pub struct Handback<'a> {
-    mailbox: &'a Arc<Mailbox>,
+    home: &'a mut Home,
     next: &'a mut Option<Next>,
 }
 
@@ -224,64 +236,96 @@ impl Handback<'_> {
     /// a state that closes right after seeing the job done joins the worker when it
     /// is the pool's last user. After `last` the job must do nothing but return.
     pub fn then(self, last: impl FnOnce()) {
-        *self.next = Some(give_back(self.mailbox));
+        *self.next = Some(give_back(self.home));
         last();
     }
 }
 
+/// What a worker keeps on its own stack while a job runs. A mailbox exists only while
+/// the worker waits for mail: a live thread's memory is measured against the C
+/// original's, and the box would cost every running job about 0.1 KiB.
+struct Home {
+    /// The worker's thread, for whoever joins it.
+    handle: Option<Worker>,
+    parks: bool,
+}
+
 /// What a worker does once its job is over.
-#[derive(Clone, Copy)]
 enum Next {
-    /// It is parked: wait for mail.
-    Wait,
+    /// It is parked: wait for mail in this mailbox.
+    Wait(Arc<Mailbox>),
     /// Its handle is with the pool: exit.
     Exit,
 }
 
-/// Parks `mailbox`'s worker if the pool has users and room, else leaves its thread
-/// to be joined.
-fn give_back(mailbox: &Arc<Mailbox>) -> Next {
+/// Parks the worker in a new mailbox if the pool has users and room, else leaves its
+/// thread to be joined.
+fn give_back(home: &mut Home) -> Next {
+    let mailbox = home.parks.then(|| {
+        Arc::new(Mailbox {
+            mail: std::sync::Mutex::new(Mail::Empty),
+            arrived: std::sync::Condvar::new(),
+            handle: Mutex::new(None),
+            parks: true,
+        })
+    });
     let mut pool = POOL.lock();
-    if mailbox.parks && pool.users > 0 && pool.idle.len() < MAX_IDLE {
-        pool.idle.push(Arc::clone(mailbox));
-        return Next::Wait;
+    if let Some(mailbox) = mailbox.filter(|_| pool.users > 0 && pool.idle.len() < MAX_IDLE) {
+        *mailbox.handle.lock() = home.handle.take();
+        pool.idle.push(Arc::clone(&mailbox));
+        return Next::Wait(mailbox);
     }
-    exiting(&mut pool, mailbox);
+    exiting(&mut pool, home.handle.take());
     Next::Exit
 }
 
-/// Records that `mailbox`'s worker is about to exit, and joins the threads of
-/// workers that already have.
-fn exiting(pool: &mut Pool, mailbox: &Mailbox) {
+/// Records that a worker whose thread is `handle` is about to exit, and joins the
+/// threads of workers that already have.
+fn exiting(pool: &mut Pool, handle: Option<Worker>) {
     pool.exited = std::mem::take(&mut pool.exited)
         .into_iter()
         .filter_map(Worker::try_join)
         .collect();
-    if let Some(thread) = mailbox.handle.lock().take() {
-        pool.exited.push(thread);
+    pool.exited.extend(handle);
+}
+
+impl Home {
+    /// Takes the worker's handle out of `mailbox`, which goes: the worker has its mail.
+    fn leaving(mailbox: Arc<Mailbox>) -> Home {
+        let handle = mailbox.handle.lock().take();
+        Home {
+            handle,
+            parks: mailbox.parks,
+        }
     }
 }
 
 /// A worker's life: run jobs until none comes within the idle timeout, or until the
 /// last user leaves.
-fn work(mailbox: Arc<Mailbox>) {
+fn work(mut mailbox: Arc<Mailbox>) {
     // Reserved before it started: its first job (or `Unused`) is on the way.
     let mut got = receive(&mailbox, None);
     loop {
         let next = match got {
             Got::Job(job) => {
+                let mut home = Home::leaving(mailbox);
                 let mut next = None;
                 job(Handback {
-                    mailbox: &mailbox,
+                    home: &mut home,
                     next: &mut next,
                 });
-                next.unwrap_or_else(|| give_back(&mailbox))
+                next.unwrap_or_else(|| give_back(&mut home))
             }
-            Got::Unused => give_back(&mailbox),
+            Got::Unused => give_back(&mut Home::leaving(mailbox)),
+            // The mailbox keeps the handle: whoever sent `Quit`, or `wait_parked`
+            // when it timed out, takes it from there.
             Got::Quit | Got::Timeout => return,
         };
         match next {
-            Next::Wait => got = wait_parked(&mailbox),
+            Next::Wait(parked) => {
+                got = wait_parked(&parked);
+                mailbox = parked;
+            }
             Next::Exit => return,
         }
     }
@@ -296,7 +340,7 @@ enum Got {
 
 /// Waits for mail, at most `timeout` (`None`: no limit).
 fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
-    let mut mail = mailbox.mail.lock();
+    let mut mail = mailbox.mail();
     loop {
         match std::mem::replace(&mut *mail, Mail::Empty) {
             Mail::Job(job) => return Got::Job(job),
@@ -306,13 +350,21 @@ fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
         }
         match timeout {
             Some(t) => {
-                if mailbox.arrived.wait_for(&mut mail, t).timed_out()
-                    && matches!(*mail, Mail::Empty)
-                {
+                let (guard, waited) = mailbox
+                    .arrived
+                    .wait_timeout(mail, t)
+                    .unwrap_or_else(PoisonError::into_inner);
+                mail = guard;
+                if waited.timed_out() && matches!(*mail, Mail::Empty) {
                     return Got::Timeout;
                 }
             }
-            None => mailbox.arrived.wait(&mut mail),
+            None => {
+                mail = mailbox
+                    .arrived
+                    .wait(mail)
+                    .unwrap_or_else(PoisonError::into_inner)
+            }
         }
     }
 }
@@ -326,7 +378,8 @@ fn wait_parked(mailbox: &Arc<Mailbox>) -> Got {
             let mut pool = POOL.lock();
             if let Some(pos) = pool.idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
                 pool.idle.swap_remove(pos);
-                exiting(&mut pool, mailbox);
+                let handle = mailbox.handle.lock().take();
+                exiting(&mut pool, handle);
                 return Got::Quit;
             }
             drop(pool);
@@ -347,6 +400,26 @@ mod tests {
 
     fn job(f: impl FnOnce() + Send + 'static) -> Job {
         Box::new(move |_: Handback<'_>| f())
+    }
+
+    #[test]
+    fn a_running_job_costs_no_mailbox() {
+        let _serial = SERIAL.lock();
+        let reserved = reserve(None).unwrap();
+        let mailbox = Arc::downgrade(reserved.0.as_ref().unwrap());
+        let (tx, rx) = mpsc::channel();
+        reserved.run(job(move || {
+            // `run` drops its reference right after posting.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while mailbox.upgrade().is_some() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tx.send(mailbox.upgrade().is_none()).unwrap();
+        }));
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "the mailbox outlived its mail"
+        );
     }
 
     #[test]
