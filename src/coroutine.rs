@@ -129,9 +129,17 @@ mod puc {
     /// Registry key of the child's interned messages (see the module comment).
     static INTERNED_KEY: u8 = 0;
 
-    /// Messages `lua_resume` / `lua_resetthread` create by themselves on the paths this
-    /// module lets them take.
-    const INTERNED: [&CStr; 2] = [c"C stack overflow", c"error in error handling"];
+    /// Messages `lua_resume` / `lua_resetthread` create by themselves. The last two are
+    /// the refusals the stock functions leave to `lua_resume` (5.1, 5.3, 5.4: created
+    /// in the coroutine outside any protected call; for a dead one, whose error has no
+    /// handler, an allocation failure there is rethrown in the main coroutine, past
+    /// every switch back of the coroutines that resumed the caller).
+    const INTERNED: [&CStr; 4] = [
+        c"C stack overflow",
+        c"error in error handling",
+        c"cannot resume dead coroutine",
+        c"cannot resume non-suspended coroutine",
+    ];
 
     #[cfg(feature = "lua51")]
     unsafe extern "C-unwind" {
@@ -355,7 +363,16 @@ mod puc {
         unsafe {
             let co = ffi::lua_tothread(l, 1);
             let narg = ffi::lua_gettop(l) - 1;
-            if co.is_null() || !will_run(l, co, narg) {
+            if co.is_null() {
+                return (stock.resume)(l);
+            }
+            if !will_run(l, co, narg) {
+                // The stock function refuses; its message must not need memory.
+                if !keep_interned(l) {
+                    ffi::lua_pushboolean(l, 0);
+                    ffi::lua_insert(l, -2);
+                    return 2;
+                }
                 return (stock.resume)(l);
             }
             let r = resume(l, co, narg);
@@ -401,6 +418,10 @@ mod puc {
             }
             let narg = ffi::lua_gettop(l);
             if !will_run(l, co, narg) {
+                // The stock wrapper refuses; its message must not need memory.
+                if !keep_interned(l) {
+                    raise_top(l);
+                }
                 return (stock.auxwrap)(l);
             }
             let r = resume(l, co, narg);
