@@ -523,7 +523,9 @@ mod puc {
             if refused {
                 return (stock.close)(l);
             }
-            if !keep_interned(l) {
+            // A coroutine that never ran or that returned has nothing to close, and
+            // closing it creates no message: it needs no memory, as with the stock one.
+            if ffi::lua_status(co) != ffi::LUA_OK && !keep_interned(l) {
                 // As the stock `close` reports a failed close.
                 ffi::lua_pushboolean(l, 0);
                 ffi::lua_insert(l, -2);
