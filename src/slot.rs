@@ -93,6 +93,39 @@ mod tests {
     }
     static SLOT: ThreadSlot = ThreadSlot::new(&FALLBACK);
 
+    thread_local! {
+        static EXHAUSTED_FALLBACK: Cell<*const c_void> = const { Cell::new(ptr::null()) };
+    }
+
+    #[test]
+    fn with_no_key_left_the_thread_local_stands_in() {
+        // Take every key the process has left, so the slot's first use gets none.
+        let mut taken = Vec::new();
+        loop {
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is written when the call succeeds.
+            if unsafe { libc::pthread_key_create(&mut key, None) } != 0 {
+                break;
+            }
+            taken.push(key);
+        }
+        let slot = ThreadSlot::new(&EXHAUSTED_FALLBACK);
+        let mine = 0u8;
+        slot.set((&raw const mine).cast());
+        let seen = std::thread::scope(|s| s.spawn(|| slot.get() as usize).join().unwrap());
+        let got = slot.get();
+        slot.set(ptr::null());
+        let cleared = slot.get();
+        for key in taken {
+            // SAFETY: keys this test made and nobody else uses.
+            unsafe { libc::pthread_key_delete(key) };
+        }
+        assert_eq!(slot.key(), None, "the test took every key");
+        assert_eq!(seen, 0, "another thread saw this thread's pointer");
+        assert_eq!(got, (&raw const mine).cast());
+        assert!(cleared.is_null());
+    }
+
     #[test]
     fn each_thread_sees_only_its_own_pointer() {
         let mine = 0u8;
