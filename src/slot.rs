@@ -67,6 +67,10 @@ impl ThreadSlot {
             unsafe {
                 if !value.is_null() {
                     if libc::pthread_setspecific(k, value) == 0 {
+                        // A pointer the stand-in still held is not this thread's now.
+                        if self.fallback_used.load(Ordering::Relaxed) {
+                            self.fallback.with(|c| c.set(ptr::null()));
+                        }
                         return;
                     }
                 } else if !libc::pthread_getspecific(k).is_null() {
