@@ -41,6 +41,26 @@ describe("adversarial regressions", function()
     end
   end)
 
+  it("resuming a dead coroutine with the memory limit reached refuses without losing interrupts", function()
+    local code, out = run("resume_dead_oom_longjmp_stale_interrupt_state")
+    assert.are.equal(0, code, out)
+    if not PUC then
+      H.assert_contains(out, "not applicable on LuaJIT")
+      return
+    end
+    -- The heap was full to the byte: the refusal's message could not have been made.
+    H.assert_contains(out, "left before the refusal: 16 bytes")
+    H.assert_contains(out, "thread was interrupted")
+    if H.flavour == "5.1" then
+      -- 5.1's stock resume makes its refusal in the caller, where the memory error
+      -- is an ordinary error of the coroutine making the call.
+      H.assert_contains(out, "pcall(coroutine.resume, outer): true false not enough memory")
+    else
+      H.assert_contains(out, "pcall(coroutine.resume, outer): true true outer returned")
+      H.assert_contains(out, "coroutine.resume(dead): false cannot resume dead coroutine")
+    end
+  end)
+
   it("a finalizer replacing new's own object gets an error or is harmless, never a freed write", function()
     local _, out = run("finalizer_setlocal_new_uaf")
     H.assert_not_contains(out, "numbers have a metatable: true")
