@@ -130,10 +130,11 @@ mod puc {
     static INTERNED_KEY: u8 = 0;
 
     /// Messages `lua_resume` / `lua_resetthread` create by themselves. The last two are
-    /// the refusals the stock functions leave to `lua_resume` (5.1, 5.3, 5.4: created
+    /// the refusals the stock functions leave to `lua_resume` (5.3, 5.4, 5.5: created
     /// in the coroutine outside any protected call; for a dead one, whose error has no
     /// handler, an allocation failure there is rethrown in the main coroutine, past
-    /// every switch back of the coroutines that resumed the caller).
+    /// every switch back of the coroutines that resumed the caller). 5.1's stock resume
+    /// refuses in the caller and 5.2's inside a protected call: an ordinary error.
     const INTERNED: [&CStr; 4] = [
         c"C stack overflow",
         c"error in error handling",
