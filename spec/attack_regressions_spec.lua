@@ -61,6 +61,36 @@ describe("adversarial regressions", function()
     end
   end)
 
+  it("calling a wrapped dead coroutine with the memory limit reached raises the refusal without losing interrupts", function()
+    local code, out = run("wrap_dead_oom_longjmp_stale_interrupt_state")
+    assert.are.equal(0, code, out)
+    if not PUC then
+      H.assert_contains(out, "not applicable on LuaJIT")
+      return
+    end
+    H.assert_contains(out, "left before the refusal: 16 bytes")
+    -- The stock wrapper's refusal, with the caller's position, as an ordinary error
+    -- that ends the coroutine making the call, on every flavour.
+    H.assert_contains(out, "pcall(coroutine.resume, outer): true false x:1: cannot resume dead coroutine")
+    H.assert_contains(out, "the refusal is the one expected: true")
+    H.assert_contains(out, "thread was interrupted")
+  end)
+
+  it("closing a coroutine that never ran or returned needs no memory, as the stock close", function()
+    local code, out = run("close_unrun_oom_interning_refused")
+    assert.are.equal(0, code, out)
+    if not PUC then
+      H.assert_contains(out, "not applicable on LuaJIT")
+    elseif H.flavour == "5.1" or H.flavour == "5.2" or H.flavour == "5.3" then
+      H.assert_contains(out, "coroutine.close: absent")
+    else
+      -- Starts with the library's interned messages gone: they cannot be made again.
+      H.assert_contains(out, "interned tables dropped: 1")
+      H.assert_contains(out, "close(never ran), 16 bytes left: true nil")
+      H.assert_contains(out, "close(returned), 16 bytes left: true nil")
+    end
+  end)
+
   it("a finalizer replacing new's own object gets an error or is harmless, never a freed write", function()
     local _, out = run("finalizer_setlocal_new_uaf")
     H.assert_not_contains(out, "numbers have a metatable: true")
