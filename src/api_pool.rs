@@ -726,13 +726,15 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
                 // growing the stack runs out of memory, with `values` owned here.
                 let room = c_int::try_from(values.len()).unwrap_or(c_int::MAX - 4) + 4;
                 if reserve(l, room).is_err() {
+                    task.restore(values);
                     return Out::Fail("too many results to return");
                 }
                 ffi::lua_pushboolean(l, 1);
-                for value in &values {
-                    if deliver(value, l).is_err() {
-                        return Out::RaiseTop;
-                    }
+                if values.iter().any(|value| deliver(value, l).is_err()) {
+                    // The joining state cannot hold them (out of memory): the task
+                    // keeps its values for a later join.
+                    task.restore(values);
+                    return Out::RaiseTop;
                 }
                 Out::Pushed(values.len() as c_int + 1)
             }

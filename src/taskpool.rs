@@ -181,6 +181,16 @@ impl Task {
             }
         }
     }
+
+    /// Gives back the values `join` took when they could not be delivered (the
+    /// joining state ran out of memory), so that a later `join` gets them, as a
+    /// channel keeps a message its receiver could not hold.
+    pub fn restore(&self, values: Vec<Msg>) {
+        let mut outcome = self.outcome.lock();
+        if matches!(*outcome, Outcome::Joined) {
+            *outcome = Outcome::Returned(values);
+        }
+    }
 }
 
 struct Queue {
