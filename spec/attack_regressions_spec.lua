@@ -45,6 +45,13 @@ describe("adversarial regressions", function()
     H.assert_contains(out, "second join:\ttrue 900000 second")
   end)
 
+  it("a thread joined in a state that cannot hold its results keeps them for a later join", function()
+    local out = run_limited("thread_join_oom_loses_results")
+    if not out then return end
+    H.assert_contains(out, "first join:\tfalse not enough memory")
+    H.assert_contains(out, "second join:\ttrue 900000 second")
+  end)
+
   it("a finalizer changing join's copy with debug.setlocal gets an error, not a crash", function()
     local _, out = run("finalizer_setlocal_join_copy_crash")
     H.assert_contains(out, "a copy in progress was changed by Lua code")

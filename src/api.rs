@@ -781,11 +781,14 @@ enum JoinOutcome {
 }
 
 unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
-    // SAFETY: called by Lua. Arguments are checked before the join; a state handed
-    // back by `join` is dropped inside `push_results`, under the barrier, before
-    // anything is raised.
+    // SAFETY: called by Lua. (1) Arguments are checked before the join. (2) A state
+    // handed back by `join` is dropped inside `push_results`, or given back to the
+    // thread, under the barrier, before anything is raised. (3) `thread` is used
+    // after the copy (which may run Lua code) only when argument 1 is still the same
+    // userdata, alive on the stack, whose slot still points to it.
     unsafe {
         let thread = check_thread(l, 1);
+        let (block, slot) = (ffi::lua_touserdata(l, 1), thread_slot(l, 1));
         let timeout = if ffi::lua_isnoneornil(l, 2) != 0 {
             None
         } else {
@@ -806,7 +809,17 @@ unsafe extern "C-unwind" fn l_join(l: RawState) -> c_int {
             Ok(Joined::Closed) => JoinOutcome::Closed,
             Ok(Joined::State(state, status)) => match push_results(l, state, status, name, rules) {
                 Ok(n) => JoinOutcome::Pushed(n),
-                Err(what) => JoinOutcome::Raise(what),
+                Err((what, kept)) => {
+                    // Lua code (a finalizer, with `debug.setlocal`) may have replaced
+                    // argument 1 or emptied its block during the copy: the state goes
+                    // back only to the very thread object that gave it.
+                    if let Some(state) = kept {
+                        if still_at(l, 1, block) && *slot == thread {
+                            (*thread).give_back(state);
+                        }
+                    }
+                    JoinOutcome::Raise(what)
+                }
             },
         });
         match outcome {
@@ -830,7 +843,10 @@ fn duration_from_ms(ms: f64) -> Option<Duration> {
 
 /// Pushes `true, results...` (copied by `rules`) or `false, "Error from child
 /// thread: " .. msg` (`"Error from child thread 'name': "` for a named thread), then
-/// closes the child state.
+/// closes the child state. When the copy raised in `l` (out of memory, most likely)
+/// the state is handed back instead, its results as they were, for a later `join`:
+/// the joining state's failure must not lose them, as a channel keeps a message its
+/// receiver could not hold.
 ///
 /// # Safety
 /// `l` is the calling state; `state` finished running (its stack is
@@ -842,7 +858,7 @@ unsafe fn push_results(
     status: c_int,
     name: Option<ThreadName>,
     rules: Rules,
-) -> Result<c_int, Raise> {
+) -> Result<c_int, (Raise, Option<ChildState>)> {
     let c = state.raw();
     let prefix = error_prefix(b"Error from child thread", name.as_ref());
     // SAFETY: `l` is the calling state with LUA_MINSTACK slots in a C function and
@@ -860,16 +876,22 @@ unsafe fn push_results(
             // 5.1 and LuaJIT that may run the child's finalizers, which must not run
             // in the middle of the copy.
             let levels = prepare_source(c, Frame::FIRST_RESULT, last);
-            transfer(c, l, Frame::FIRST_RESULT, last, rules, levels).map(|n| n + 1)
+            let copied = transfer(c, l, Frame::FIRST_RESULT, last, rules, levels);
+            if copied.is_err() {
+                // What the copier left above the results goes; never raises.
+                ffi::lua_settop(c, last);
+            }
+            copied.map(|n| n + 1)
         }
+    };
+    let result = match outcome {
+        Ok(n) => Ok(n),
+        Err(Failure::Raised) => return Err((Raise::Top, Some(state))),
+        Err(Failure::Copy(e)) => Err((e.into(), None)),
     };
     drop(state);
     log::debug!("parent closed the child state in join");
-    match outcome {
-        Ok(n) => Ok(n),
-        Err(Failure::Copy(e)) => Err(e.into()),
-        Err(Failure::Raised) => Err(Raise::Top),
-    }
+    result
 }
 
 unsafe extern "C-unwind" fn l_alive(l: RawState) -> c_int {

@@ -212,6 +212,14 @@ impl Thread {
         })
     }
 
+    /// Takes back the state `join` gave when its results could not be copied out
+    /// (the joining state ran out of memory): the thread is joinable again, with the
+    /// same results.
+    pub fn give_back(&mut self, state: ChildState) {
+        self.state = Some(state);
+        self.joined = false;
+    }
+
     /// The record to wait on for this thread's end (`select`), with the refusals of
     /// `join`.
     pub fn end_source(&self) -> Result<Arc<Record>, Refusal> {
