@@ -54,6 +54,7 @@ mod diag;
 mod errors;
 mod ex;
 mod handle;
+mod heap;
 mod interrupt;
 mod message;
 mod names;

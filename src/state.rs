@@ -1,8 +1,10 @@
 //! The child's Lua state as an owned value: created fresh, closed exactly once on drop.
 //!
-//! Optionally the state gets an allocator that refuses to grow past a byte budget
-//! (`llthreads.set_memory_limit`, PUC Lua only: LuaJIT's 64-bit GC cannot take a
-//! custom allocator). A state's own budget is found again from its allocator
+//! Every state gets this library's allocator: Lua's small objects are packed into
+//! chunks the state owns ([`Heap`]), which makes a fresh state a fifth smaller than
+//! with `malloc` for each object, and the allocator keeps a byte count with an optional
+//! budget (`llthreads.set_memory_limit`, refused on LuaJIT by the API) past which
+//! growth is refused. A state's own budget is found again from its allocator
 //! ([`budget_limit`]), which Lua code cannot change: `new` uses it as the ceiling for
 //! the states that state creates.
 
@@ -10,18 +12,17 @@
 use std::cell::Cell;
 #[cfg(any(feature = "lua54", feature = "lua55"))]
 use std::ffi::{c_char, CStr};
-#[cfg(not(feature = "luajit"))]
 use std::ffi::{c_int, c_void};
 use std::ptr::NonNull;
 
 use mlua::ffi;
 
+use crate::heap::Heap;
 use crate::raw::RawState;
 
-/// The allocator's bookkeeping for a state with a memory limit. Its layout is shared
-/// with every other copy of this library loaded in the process (see
-/// [`budget_limit`]): a change to it needs a new [`BUDGET_ALLOC`] name.
-#[cfg_attr(feature = "luajit", allow(dead_code))]
+/// The allocator's count and budget. Its layout is shared with every other copy of
+/// this library loaded in the process (see [`budget_limit`]): a change to it needs a
+/// new [`BUDGET_ALLOC`] name. A `limit` of `usize::MAX` is no limit.
 #[repr(C)]
 struct Budget {
     limit: usize,
@@ -29,15 +30,15 @@ struct Budget {
 }
 
 /// The exported name of the budget allocator, versioned with [`Budget`]'s layout.
-#[cfg(not(feature = "luajit"))]
 const BUDGET_ALLOC: &std::ffi::CStr = c"llthreads_budget_alloc_v1";
 
-/// What a limited state's callbacks point into, in one block so that a state costs
-/// its owner two words: the allocator's budget (first: the allocator's `ud` is this
-/// block's address) and, on 5.4 and 5.5, the warning mode.
+/// What a state's callbacks point into, in one block: the allocator's budget (first:
+/// the allocator's `ud` is this block's address, and other copies of the library read
+/// the budget there), its heap and, on 5.4 and 5.5, the warning mode.
 #[repr(C)]
-struct Limited {
+struct Owned {
     budget: Budget,
+    heap: Heap,
     #[cfg(any(feature = "lua54", feature = "lua55"))]
     warnings: Cell<Warnings>,
 }
@@ -47,90 +48,103 @@ pub struct ChildState {
     /// Never null: `Option<ChildState>` costs nothing more (a thread object keeps one).
     raw: NonNull<ffi::lua_State>,
     /// Lives as long as the state: its allocator and warning function point into it.
-    #[cfg_attr(feature = "luajit", allow(dead_code))]
-    limited: Option<Box<Limited>>,
+    /// `None` only for a LuaJIT built without 64-bit GC references, which takes no
+    /// allocator but its own.
+    owned: Option<Box<Owned>>,
 }
 
 // SAFETY: a Lua state has no thread affinity; it only must not be used by two threads
-// at once. `ChildState` is the unique owner, and ownership moves with the value.
+// at once. `ChildState` is the unique owner, and ownership moves with the value (the
+// heap is plain memory used by whichever thread runs the state).
 unsafe impl Send for ChildState {}
+
+/// Set once a LuaJIT build refused `lua_newstate` (it printed why on stderr): later
+/// states use `luaL_newstate` without asking again.
+#[cfg(feature = "luajit")]
+static NO_CUSTOM_ALLOCATOR: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether states pack small objects ([`Heap`]): yes unless the environment has
+/// `LLTHREADS_MALLOC=system` when the first state is made, for memory checkers that
+/// watch each `malloc` block.
+fn packed_heap() -> bool {
+    static PACKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PACKED.get_or_init(|| std::env::var_os("LLTHREADS_MALLOC").is_none_or(|v| v != "system"))
+}
 
 impl ChildState {
     /// Creates a fresh, empty state (no libraries yet). `limit` is the allocator budget
-    /// in bytes, `None` for the host's usual allocator. Returns `None` when Lua cannot
-    /// allocate the state.
+    /// in bytes, `None` for none. Returns `None` when Lua cannot allocate the state.
     pub fn new(limit: Option<usize>) -> Option<ChildState> {
-        match limit {
-            None => {
-                // SAFETY: `luaL_newstate` has no preconditions; it returns null on failure.
-                let raw = unsafe { ffi::luaL_newstate() };
-                NonNull::new(raw).map(|raw| ChildState { raw, limited: None })
-            }
-            Some(limit) => Self::with_budget(limit),
+        #[cfg(feature = "luajit")]
+        if NO_CUSTOM_ALLOCATOR.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: `luaL_newstate` has no preconditions; it returns null on failure.
+            let raw = NonNull::new(unsafe { ffi::luaL_newstate() })?;
+            return Some(ChildState { raw, owned: None });
         }
-    }
-
-    #[cfg(not(feature = "luajit"))]
-    fn with_budget(limit: usize) -> Option<ChildState> {
-        let mut limited = Box::new(Limited {
-            budget: Budget { limit, used: 0 },
+        let mut owned = Box::new(Owned {
+            budget: Budget {
+                limit: limit.unwrap_or(usize::MAX),
+                used: 0,
+            },
+            heap: Heap::new(packed_heap()),
             // 5.4's `luaL_newstate` starts with warnings off, 5.5's with them on.
             #[cfg(feature = "lua54")]
             warnings: Cell::new(Warnings::Off),
             #[cfg(feature = "lua55")]
             warnings: Cell::new(Warnings::On),
         });
-        let ud = &mut limited.budget as *mut Budget as *mut c_void;
+        let ud = &mut *owned as *mut Owned as *mut c_void;
         // SAFETY: `llthreads_budget_alloc_v1` follows the `lua_Alloc` contract and `ud` points to the
-        // boxed budget, which this value keeps alive until after `lua_close`.
+        // boxed `Owned`, which this value keeps alive until after `lua_close`.
         #[cfg(not(feature = "lua55"))]
-        let raw = NonNull::new(unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) })?;
+        let raw = unsafe { ffi::lua_newstate(llthreads_budget_alloc_v1, ud) };
         // 5.5's `lua_newstate` takes the seed for string hashing and the first GC
-        // randomisation; `luaL_newstate` asks the host's `luaL_makeseed`, so a limited
-        // state gets the same kind of seed (random per state) as an unlimited one.
+        // randomisation; `luaL_newstate` asks the host's `luaL_makeseed`, so ours gets
+        // the same kind of seed (random per state).
         // SAFETY: as above; `luaL_makeseed` accepts a null state and only reads the
         // clock and an address.
         #[cfg(feature = "lua55")]
-        let raw = NonNull::new(unsafe {
+        let raw = unsafe {
             let seed = ffi::luaL_makeseed_(std::ptr::null_mut());
             ffi::lua_newstate(llthreads_budget_alloc_v1, ud, seed)
-        })?;
+        };
+        #[cfg(feature = "luajit")]
+        if raw.is_null() && limit.is_none() {
+            // A LuaJIT without 64-bit GC references refuses other allocators.
+            NO_CUSTOM_ALLOCATOR.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Self::new(None);
+        }
+        let raw = NonNull::new(raw)?;
         // SAFETY: `raw` is a fresh valid state; setting the panic function cannot raise.
         unsafe { ffi::lua_atpanic(raw.as_ptr(), panic_handler) };
         // `lua_newstate` installs no warning function (`luaL_newstate` does): without
-        // one, `warn` would print nothing in a limited state.
+        // one, `warn` would print nothing.
         #[cfg(any(feature = "lua54", feature = "lua55"))]
         {
-            let ud = &limited.warnings as *const Cell<Warnings> as *mut c_void;
+            let ud = &owned.warnings as *const Cell<Warnings> as *mut c_void;
             // SAFETY: `warn` follows the `lua_WarnFunction` contract and `ud` points
             // to the boxed mode, which this value keeps alive until after `lua_close`.
             unsafe { ffi::lua_setwarnf(raw.as_ptr(), Some(warn), ud) };
         }
         Some(ChildState {
             raw,
-            limited: Some(limited),
+            owned: Some(owned),
         })
-    }
-
-    #[cfg(feature = "luajit")]
-    fn with_budget(_limit: usize) -> Option<ChildState> {
-        // The API refuses limits on LuaJIT before getting here.
-        None
     }
 
     pub fn raw(&self) -> RawState {
         self.raw.as_ptr()
     }
 
-    /// The bytes a limited state holds now, as its allocator counts them (every
-    /// allocation, including what Lua's collector does not count, such as 5.5's
-    /// external strings); `None` for an unlimited state.
+    /// The bytes the state holds now, as its allocator counts them (every allocation,
+    /// including what Lua's collector does not count, such as 5.5's external strings);
+    /// `None` when the state has LuaJIT's own allocator.
     ///
     /// Only the thread using the state may call this (the allocator updates the count
     /// without synchronisation).
-    #[cfg_attr(feature = "luajit", allow(dead_code))]
     pub fn used(&self) -> Option<usize> {
-        self.limited.as_ref().map(|l| l.budget.used)
+        self.owned.as_ref().map(|o| o.budget.used)
     }
 }
 
@@ -144,20 +158,20 @@ impl Drop for ChildState {
             ffi::lua_sethook(self.raw.as_ptr(), None, 0, 0);
             ffi::lua_close(self.raw.as_ptr());
         }
-        // The budget and the warning mode drop after the state that used them.
-        let _ = self.limited.take();
+        // The heap, budget and warning mode drop after the state that used them.
+        let _ = self.owned.take();
     }
 }
 
-/// `lua_Alloc` with a byte budget: growth past the limit is refused (Lua then raises
-/// "not enough memory"); shrinking and freeing always succeed, as Lua requires.
+/// `lua_Alloc` of every state this library makes: the state's [`Heap`], with a byte
+/// budget (growth past the limit is refused, and Lua then raises "not enough
+/// memory"; shrinking and freeing always succeed, as Lua requires).
 ///
 /// # Safety
-/// `ud` points to the `Budget` of the state calling it; Lua serialises calls per state.
+/// `ud` points to the `Owned` of the state calling it; Lua serialises calls per state.
 ///
 /// Exported under a versioned name ([`BUDGET_ALLOC`]) so that another copy of this
 /// library (`llthreads.so` and `llthreads2.so` are two files) recognises its states.
-#[cfg(not(feature = "luajit"))]
 #[no_mangle]
 unsafe extern "C" fn llthreads_budget_alloc_v1(
     ud: *mut c_void,
@@ -165,24 +179,20 @@ unsafe extern "C" fn llthreads_budget_alloc_v1(
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
-    // SAFETY: (1) `ud` is the boxed budget, alive while the state is (see `ChildState`);
-    // (2) only the thread currently using the state calls its allocator, so the
-    // exclusive borrow is unique; (3) `ptr` was returned by this allocator (or is null),
-    // so `realloc`/`free` apply.
+    // SAFETY: (1) `ud` is the boxed `Owned`, alive while the state is (see
+    // `ChildState`); (2) only the thread currently using the state calls its
+    // allocator, so the exclusive borrow is unique; (3) `ptr` was returned by this
+    // allocator (or is null) and Lua passes its size as `osize`, as `Heap` requires.
     unsafe {
-        let budget = &mut *(ud as *mut Budget);
+        let owned = &mut *(ud as *mut Owned);
+        let budget = &mut owned.budget;
         // For a new block (`ptr` null) Lua 5.4 passes a type tag in `osize`.
         let old = if ptr.is_null() { 0 } else { osize };
-        if nsize == 0 {
-            libc::free(ptr);
-            budget.used -= old;
-            return std::ptr::null_mut();
-        }
         if nsize > old && budget.used - old + nsize > budget.limit {
             return std::ptr::null_mut();
         }
-        let new = libc::realloc(ptr, nsize);
-        if !new.is_null() {
+        let new = owned.heap.realloc(ptr, old, nsize);
+        if !new.is_null() || nsize == 0 {
             budget.used = budget.used - old + nsize;
         }
         new
@@ -194,7 +204,6 @@ unsafe extern "C" fn llthreads_budget_alloc_v1(
 ///
 /// # Safety
 /// `l` is a valid state that the calling thread is running now.
-#[cfg(not(feature = "luajit"))]
 pub unsafe fn budget_limit(l: RawState) -> Option<usize> {
     let mut ud: *mut c_void = std::ptr::null_mut();
     // SAFETY: `lua_getallocf` only reads the state's global fields; it cannot raise.
@@ -204,14 +213,14 @@ pub unsafe fn budget_limit(l: RawState) -> Option<usize> {
     if !is_budget || ud.is_null() {
         return None;
     }
-    // SAFETY: (1) a budget allocator is only ever installed by `with_budget` (of this
-    // or another copy: same name, same layout), with `ud` pointing to the state's
+    // SAFETY: (1) a budget allocator is only ever installed by `ChildState::new` (of
+    // this or another copy: same name, same layout), with `ud` pointing to the state's
     // `Budget`, alive as long as the state; (2) `limit` changes only inside
     // `unbounded`, on the thread using the state, which is this one; `used` (written
     // by the allocator, on this same thread) is not read.
-    Some(unsafe { std::ptr::addr_of!((*(ud as *const Budget)).limit).read() })
+    let limit = unsafe { std::ptr::addr_of!((*(ud as *const Budget)).limit).read() };
+    (limit != usize::MAX).then_some(limit)
 }
-
 /// Runs `f` with the memory limit of `l` lifted, when `l` has one (its allocator
 /// still counts every byte). For Lua 5.5's `lua_dump`, which allocates in the state
 /// dumped from (a table of the strings already written) and would raise "not enough
@@ -245,18 +254,8 @@ pub unsafe fn unbounded<T>(l: RawState, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// LuaJIT states never have a budget.
-///
-/// # Safety
-/// None; `unsafe` to match the PUC Lua version.
-#[cfg(feature = "luajit")]
-pub unsafe fn budget_limit(_l: RawState) -> Option<usize> {
-    None
-}
-
 /// Whether `alloc` is the budget allocator of another copy of this library: the
 /// dynamic symbol at that address has the versioned name.
-#[cfg(not(feature = "luajit"))]
 fn is_budget_alloc_of_another_copy(alloc: ffi::lua_Alloc) -> bool {
     // SAFETY: `dladdr` only reads the loader's tables; on success `dli_sname` is null
     // or a NUL-terminated name owned by the loader, valid while the object is loaded
@@ -273,10 +272,9 @@ fn is_budget_alloc_of_another_copy(alloc: ffi::lua_Alloc) -> bool {
     }
 }
 
-/// Panic function for states made with `lua_newstate` (which, unlike `luaL_newstate`,
-/// installs none). Only reachable through a bug: every call that can raise on a child
+/// Panic function for our states (`lua_newstate`, unlike `luaL_newstate`, installs
+/// none), with the stock one's message. Only reachable through a bug: every call that can raise on a child
 /// state runs protected.
-#[cfg(not(feature = "luajit"))]
 unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     // SAFETY: Lua calls this with the error object on top of `l`.
     let msg = unsafe { crate::raw::string_at(l, -1) }.unwrap_or(b"(error object is not a string)");
@@ -287,7 +285,7 @@ unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     0
 }
 
-/// Where the warning function of a limited 5.4 state stands.
+/// Where the warning function of a 5.4 or 5.5 state stands.
 #[cfg(any(feature = "lua54", feature = "lua55"))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Warnings {
@@ -299,7 +297,7 @@ enum Warnings {
     Continuing,
 }
 
-/// The warning function of a limited 5.4 or 5.5 state, behaving as the one
+/// The warning function of our 5.4 and 5.5 states, behaving as the one
 /// `luaL_newstate` installs: (5.4) off until `warn("@on")` (5.5: on from the start),
 /// back off with `"@off"` (other messages starting
 /// with `@` are controls too, and ignored); when on, each warning goes to stderr as

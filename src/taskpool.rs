@@ -481,14 +481,7 @@ static FUNCTIONS_KEY: u8 = 0;
 impl WorkerState {
     /// Makes the state: libraries, the creator's paths, the message handler, `init`.
     fn new(config: &Config) -> Result<WorkerState, Vec<u8>> {
-        // With `max_memory`, a state whose allocator counts every byte (no limit but
-        // the creator's): the collector's own count misses some (5.5's external
-        // strings). LuaJIT has no such allocator; its collector's count is exact.
-        let limit = match (config.limit, config.max_memory) {
-            (None, Some(_)) if !cfg!(feature = "luajit") => Some(usize::MAX),
-            (limit, _) => limit,
-        };
-        let state = ChildState::new(limit).ok_or_else(|| b"not enough memory".to_vec())?;
+        let state = ChildState::new(config.limit).ok_or_else(|| b"not enough memory".to_vec())?;
         let l = state.raw();
         let mut body = |l: RawState| -> c_int {
             // SAFETY: protected on `l`, a fresh state this thread owns.

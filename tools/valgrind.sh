@@ -5,8 +5,14 @@
 #    with valgrind's default settings and no suppressions (a script that starts,
 #    joins and interrupts threads in every mode, then exits). It must report
 #    "ERROR SUMMARY: 0 errors": nothing of the module may be left at exit, not even
-#    the thread-local storage of parked pool threads ("possibly lost"). Takes seconds.
-# 2. The busted specs:
+#    the thread-local storage of parked pool threads ("possibly lost"). It runs twice:
+#    as users run it (child states pack small objects into chunks of their own heap,
+#    src/heap.rs) and with LLTHREADS_MALLOC=system (every Lua object its own malloc
+#    block). Takes seconds.
+# 2. The busted specs, with LLTHREADS_MALLOC=system, so that memcheck sees each Lua
+#    object of a child state and catches a read of one already freed (inside the
+#    packed heap it is still memory of a live chunk). The heap itself is checked by
+#    part 1 and by its unit tests (cargo test):
 #
 #   tools/valgrind.sh                                   # every spec in spec/
 #   tools/valgrind.sh spec/copy_spec.lua spec/faults_spec.lua   # only these
@@ -22,7 +28,7 @@
 # Uses build/lua54/llthreads.so made by tools/test.sh; builds it the same way
 # (tools/lib.sh ll_build) when it is missing, or always with LLTHREADS_REBUILD=1.
 # LLTHREADS_VALGRIND_TIMEOUT (seconds, default 3600) bounds the run.
-# Logs: build/logs/valgrind/ (exit.memcheck.log and exit.out for part 1;
+# Logs: build/logs/valgrind/ (exit.<heap>.memcheck.log and exit.<heap>.out for part 1;
 # memcheck.<pid>.log per process and spec.tap for part 2).
 
 set -u -o pipefail
@@ -64,29 +70,34 @@ fi
 rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
 
-# Part 1: default settings, as a user would run it.
+# Part 1: default settings, as a user would run it; then with every Lua object in its
+# own malloc block.
 problems=0
-exit_log="$LOGDIR/exit.memcheck.log"
-echo "valgrind memcheck (default settings), $INTERP tools/valgrind-exit.lua"
-LUA_CPATH="$dir/?.so;;" timeout -k 10 600 valgrind --leak-check=full --log-file="$exit_log" \
-    "$INTERP" tools/valgrind-exit.lua </dev/null >"$LOGDIR/exit.out" 2>&1
-exit_rc=$?
-exit_summary=$(grep -h 'ERROR SUMMARY' "$exit_log" 2>/dev/null | sed 's/^==[0-9]*== //' | tail -n 1)
-echo "exit script: ${exit_summary:-no ERROR SUMMARY} (exit $exit_rc)"
-if [ "$exit_rc" -ne 0 ] || ! grep -q 'valgrind-exit: ok' "$LOGDIR/exit.out"; then
-    echo "FAIL: tools/valgrind-exit.lua did not finish (log: ${LOGDIR#"$LL_ROOT"/}/exit.out)"
-    sed 's/^/    | /' "$LOGDIR/exit.out" | tail -n 20
-    problems=1
-fi
-case "$exit_summary" in
-    "ERROR SUMMARY: 0 errors "*) ;;
-    *)
-        echo "FAIL: memcheck found problems in the exit script; the first reports:"
-        grep -E -A 20 '^==[0-9]+== ([0-9,]+ bytes in [0-9,]+ blocks are|Invalid|Conditional|Use of|Syscall param|Mismatched)' \
-            "$exit_log" | head -n 80 | sed 's/^/    | /'
+for heap in packed system; do
+    exit_log="$LOGDIR/exit.$heap.memcheck.log"
+    exit_out="$LOGDIR/exit.$heap.out"
+    if [ "$heap" = system ]; then export LLTHREADS_MALLOC=system; else unset LLTHREADS_MALLOC; fi
+    echo "valgrind memcheck (default settings), $INTERP tools/valgrind-exit.lua, $heap heap"
+    LUA_CPATH="$dir/?.so;;" timeout -k 10 600 valgrind --leak-check=full --log-file="$exit_log" \
+        "$INTERP" tools/valgrind-exit.lua </dev/null >"$exit_out" 2>&1
+    exit_rc=$?
+    exit_summary=$(grep -h 'ERROR SUMMARY' "$exit_log" 2>/dev/null | sed 's/^==[0-9]*== //' | tail -n 1)
+    echo "exit script ($heap heap): ${exit_summary:-no ERROR SUMMARY} (exit $exit_rc)"
+    if [ "$exit_rc" -ne 0 ] || ! grep -q 'valgrind-exit: ok' "$exit_out"; then
+        echo "FAIL: tools/valgrind-exit.lua did not finish (log: ${exit_out#"$LL_ROOT"/})"
+        sed 's/^/    | /' "$exit_out" | tail -n 20
         problems=1
-        ;;
-esac
+    fi
+    case "$exit_summary" in
+        "ERROR SUMMARY: 0 errors "*) ;;
+        *)
+            echo "FAIL: memcheck found problems in the exit script; the first reports:"
+            grep -E -A 20 '^==[0-9]+== ([0-9,]+ bytes in [0-9,]+ blocks are|Invalid|Conditional|Use of|Syscall param|Mismatched)' \
+                "$exit_log" | head -n 80 | sed 's/^/    | /'
+            problems=1
+            ;;
+    esac
+done
 if [ "${LLTHREADS_VALGRIND_SPECS:-1}" = 0 ]; then
     [ "$problems" -eq 0 ] && echo "OK: exit script clean"
     exit "$problems"
@@ -98,7 +109,7 @@ fi
 echo "valgrind memcheck, $INTERP, ${#SPECS[@]} spec file(s): ${SPECS[*]}"
 t0=$(date +%s)
 LUA_CPATH="$dir/?.so;;" LLTHREADS_LUA=$(command -v "$INTERP") LLTHREADS_FLAVOUR=5.4 LLTHREADS_STRESS=1 \
-    timeout -k 10 "$TIMEOUT" valgrind --tool=memcheck --leak-check=full --fair-sched=yes \
+    LLTHREADS_MALLOC=system timeout -k 10 "$TIMEOUT" valgrind --tool=memcheck --leak-check=full --fair-sched=yes \
     --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
     --suppressions="$LL_ROOT/tools/valgrind.supp" --num-callers=40 \
     --log-file="$LOGDIR/memcheck.%p.log" \

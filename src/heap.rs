@@ -1,0 +1,468 @@
+//! The small-block heap of a child state: Lua's many small objects packed into chunks
+//! the state owns, freed all at once when the state closes.
+//!
+//! A fresh state is a few hundred blocks, most of them 17–64 bytes (short strings,
+//! closures, upvalues, small tables). The C library's `malloc` gives each a header
+//! and rounds it up, about a fifth of a fresh state's heap; here a block of up to
+//! [`SMALL_MAX`] bytes costs its size rounded to 16 and nothing more, because Lua
+//! tells the allocator a block's size on every call and no header is needed to find
+//! it again. Larger blocks go to `malloc` as before.
+//!
+//! Freed small blocks wait on one list per size class for the next block of that
+//! class, and the chunks go back to `malloc` only when the state closes: a state keeps
+//! the most small-object memory it ever held until then, as a `malloc` arena does.
+//!
+//! Everything here runs on the thread using the state, one call at a time (Lua's
+//! allocator contract); nothing is shared, so nothing is synchronised.
+
+use std::ffi::c_void;
+use std::ptr;
+
+/// Blocks of at most this many bytes live in the chunks.
+const SMALL_MAX: usize = 256;
+/// Size classes are multiples of this; it is also the alignment of every small block,
+/// the same as `malloc`'s (userdata contents may need it).
+const GRAIN: usize = 16;
+const CLASSES: usize = SMALL_MAX / GRAIN;
+/// Room at the start of each chunk for the link to the next one; a multiple of
+/// [`GRAIN`] so that the blocks after it stay aligned.
+const HEADER: usize = GRAIN;
+/// A chunk's size, counting `malloc`'s own 8-byte header: chunks start at about a
+/// kilobyte, so that the part of the last one a state never uses stays small, and grow
+/// with the state (an eighth of what it holds) so that a big state needs few of them.
+const MIN_CHUNK: usize = 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+const MALLOC_HEADER: usize = 8;
+
+/// A free small block: the link to the next free block of its class.
+#[repr(C)]
+struct Free {
+    next: *mut Free,
+}
+
+/// See the module documentation. All-null is the empty heap.
+pub struct Heap {
+    /// `free[k]`: free blocks of `(k + 1) * GRAIN` bytes.
+    free: [*mut Free; CLASSES],
+    /// The unused end of the newest chunk: `bump..end`, a multiple of [`GRAIN`].
+    bump: *mut u8,
+    end: *mut u8,
+    /// The newest chunk; each chunk's header links to the one before.
+    chunks: *mut *mut u8,
+    /// Bytes of all chunks, to size the next one.
+    held: usize,
+    /// Blocks up to this size are packed: [`SMALL_MAX`], or 0 to give every block to
+    /// `malloc` (see [`Heap::new`]).
+    small_max: usize,
+}
+
+/// The class of a small block of `size` bytes (`1..=SMALL_MAX`).
+fn class(size: usize) -> usize {
+    debug_assert!((1..=SMALL_MAX).contains(&size));
+    (size.max(1) - 1) / GRAIN
+}
+
+fn class_size(k: usize) -> usize {
+    (k + 1) * GRAIN
+}
+
+impl Heap {
+    /// An empty heap; with `packed` false every block is `malloc`'s own, so that
+    /// memory checkers (valgrind, sanitizers) see each Lua object as a block.
+    pub const fn new(packed: bool) -> Heap {
+        Heap {
+            free: [ptr::null_mut(); CLASSES],
+            bump: ptr::null_mut(),
+            end: ptr::null_mut(),
+            chunks: ptr::null_mut(),
+            held: 0,
+            small_max: if packed { SMALL_MAX } else { 0 },
+        }
+    }
+
+    /// `lua_Alloc` over this heap: `osize` is the size Lua gave the block `ptr` (0 when
+    /// `ptr` is null), `nsize` the size wanted (0 frees). Null when memory runs out for
+    /// growth; shrinking never fails, as Lua requires.
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block this heap returned, which Lua knows as `osize`
+    /// bytes; the caller is the only one using the heap now.
+    pub unsafe fn realloc(&mut self, ptr: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
+        let ptr = ptr.cast::<u8>();
+        if ptr.is_null() {
+            return match nsize {
+                0 => ptr::null_mut(),
+                n if n <= self.small_max => self.take(class(n)).cast(),
+                // SAFETY: `malloc` has no preconditions.
+                n => unsafe { libc::malloc(n) },
+            };
+        }
+        let small_before = osize <= self.small_max;
+        if nsize == 0 {
+            if small_before {
+                // SAFETY: a small block of `osize` bytes of this heap (the contract).
+                unsafe { self.give(ptr, class(osize)) };
+            } else {
+                // SAFETY: blocks over `small_max` come from `malloc` (below).
+                unsafe { libc::free(ptr.cast()) };
+            }
+            return ptr::null_mut();
+        }
+        match (small_before, nsize <= self.small_max) {
+            // SAFETY: the contract, as for each helper.
+            (true, true) => unsafe { self.resize_small(ptr, class(osize), class(nsize)) },
+            // SAFETY: as above.
+            (true, false) => unsafe { self.grow_to_large(ptr, osize, nsize) },
+            // SAFETY: as above.
+            (false, true) => unsafe { self.shrink_to_small(ptr, nsize) },
+            (false, false) => {
+                // SAFETY: a `malloc` block (see above).
+                let new = unsafe { libc::realloc(ptr.cast(), nsize) };
+                // `realloc` may refuse even a shrink in theory; the old block is big
+                // enough and stays a `malloc` block whatever size Lua gives it later,
+                // as long as that stays over `small_max`, which it does here.
+                if new.is_null() && nsize < osize {
+                    ptr.cast()
+                } else {
+                    new
+                }
+            }
+        }
+    }
+
+    /// A block of class `k`: a free one, or a new one from the newest chunk (or a new
+    /// chunk). Null when `malloc` refuses a chunk.
+    fn take(&mut self, k: usize) -> *mut u8 {
+        let head = self.free[k];
+        if !head.is_null() {
+            // SAFETY: every block on the list is a free block of this heap, whose
+            // first word `give` wrote.
+            self.free[k] = unsafe { (*head).next };
+            return head.cast();
+        }
+        let size = class_size(k);
+        if (self.end as usize) - (self.bump as usize) < size {
+            // Before a new chunk, a free block of a larger class: its end goes back to
+            // the lists, so freed memory serves the next sizes Lua asks for.
+            if let Some(big) = (k + 1..CLASSES).find(|&b| !self.free[b].is_null()) {
+                let block = self.free[big];
+                // SAFETY: (1) a free block of class `big` on its list, with its link
+                // written by `give`; (2) its bytes from `size` on are
+                // `class_size(big - k - 1)` bytes of it, aligned to `GRAIN`.
+                unsafe {
+                    self.free[big] = (*block).next;
+                    let block = block.cast::<u8>();
+                    self.give(block.add(size), big - k - 1);
+                    return block;
+                }
+            }
+            if !self.new_chunk() {
+                return ptr::null_mut();
+            }
+        }
+        let block = self.bump;
+        // SAFETY: `bump + size <= end`, inside the newest chunk.
+        self.bump = unsafe { block.add(size) };
+        block
+    }
+
+    /// Puts a block of class `k` on its list.
+    ///
+    /// # Safety
+    /// `block` is at least `class_size(k)` bytes that no one uses and that stay valid
+    /// until the heap drops (a block of a chunk, or a `malloc` block adopted by
+    /// `shrink_to_small`), aligned to [`GRAIN`].
+    unsafe fn give(&mut self, block: *mut u8, k: usize) {
+        let block = block.cast::<Free>();
+        // SAFETY: the block is ours and unused; a `Free` fits in every class.
+        unsafe { block.write(Free { next: self.free[k] }) };
+        self.free[k] = block;
+    }
+
+    /// Starts a new chunk; the rest of the current one goes to the free lists first.
+    fn new_chunk(&mut self) -> bool {
+        self.retire_rest();
+        let size = (self.held / 32).clamp(MIN_CHUNK, MAX_CHUNK) - MALLOC_HEADER;
+        let size = size - size % GRAIN;
+        // SAFETY: `malloc` has no preconditions.
+        let chunk = unsafe { libc::malloc(size) }.cast::<u8>();
+        if chunk.is_null() {
+            return false;
+        }
+        // SAFETY: (1) the chunk has `size > HEADER` bytes, so the link fits at its
+        // start and `bump..end` lies inside it; (2) `malloc` aligns to 16, so the
+        // link is aligned and the blocks after a `HEADER` of 16 are too.
+        unsafe {
+            chunk.cast::<*mut *mut u8>().write(self.chunks);
+            self.chunks = chunk.cast();
+            self.bump = chunk.add(HEADER);
+            self.end = chunk.add(size);
+        }
+        self.held += size;
+        true
+    }
+
+    /// Gives what is left of the newest chunk to the free lists, in blocks of the
+    /// largest classes that fit.
+    fn retire_rest(&mut self) {
+        loop {
+            let rest = (self.end as usize) - (self.bump as usize);
+            if rest < GRAIN {
+                return;
+            }
+            let k = class(rest.min(SMALL_MAX));
+            let block = self.bump;
+            // SAFETY: (1) `block..block + class_size(k)` lies in the newest chunk's unused
+            // end, valid until the heap drops; (2) `bump` stays a multiple of `GRAIN`
+            // from an aligned chunk start.
+            unsafe {
+                self.bump = block.add(class_size(k));
+                self.give(block, k);
+            }
+        }
+    }
+
+    /// # Safety
+    /// `block` is a small block of this heap of class `from`, in use.
+    unsafe fn resize_small(&mut self, block: *mut u8, from: usize, to: usize) -> *mut c_void {
+        if to == from {
+            return block.cast();
+        }
+        if to < from {
+            // The block stays where it is; its end becomes a free block.
+            // SAFETY: (1) `block` has `class_size(from)` bytes, so its tail from
+            // `class_size(to)` on is `class_size(from - to - 1)` bytes no one uses;
+            // (2) it starts at a multiple of `GRAIN` from an aligned block.
+            unsafe { self.give(block.add(class_size(to)), from - to - 1) };
+            return block.cast();
+        }
+        let new = self.take(to);
+        if new.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: two distinct blocks of this heap; the old one has `class_size(from)`
+        // bytes, all of which fit in the new one.
+        unsafe {
+            ptr::copy_nonoverlapping(block, new, class_size(from));
+            self.give(block, from);
+        }
+        new.cast()
+    }
+
+    /// # Safety
+    /// `block` is a small block of this heap that Lua knows as `osize` bytes.
+    unsafe fn grow_to_large(&mut self, block: *mut u8, osize: usize, nsize: usize) -> *mut c_void {
+        // SAFETY: `malloc` has no preconditions.
+        let new = unsafe { libc::malloc(nsize) }.cast::<u8>();
+        if new.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `osize < nsize` bytes of the old block are Lua's, and fit in `new`.
+        unsafe {
+            ptr::copy_nonoverlapping(block, new, osize);
+            self.give(block, class(osize));
+        }
+        new.cast()
+    }
+
+    /// # Safety
+    /// `block` is a `malloc` block of more than `SMALL_MAX` bytes; `nsize` is at most
+    /// `SMALL_MAX`.
+    unsafe fn shrink_to_small(&mut self, block: *mut u8, nsize: usize) -> *mut c_void {
+        let new = self.take(class(nsize));
+        if new.is_null() {
+            // A shrink must not fail, and Lua will give this block back as a small one.
+            // So the heap adopts it: it holds more than any class, and when Lua frees
+            // it, it is reused as a small block until the process ends (it is in no
+            // chunk, so `drop` never frees it). Only when `malloc` refuses a chunk.
+            return block.cast();
+        }
+        // SAFETY: `nsize` bytes are Lua's and fit in both blocks; the old block is a
+        // `malloc` block no one uses after this.
+        unsafe {
+            ptr::copy_nonoverlapping(block, new, nsize);
+            libc::free(block.cast());
+        }
+        new.cast()
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        let mut chunk = self.chunks;
+        while !chunk.is_null() {
+            // SAFETY: every chunk starts with the link `new_chunk` wrote, and came
+            // from `malloc`; the state using the blocks is closed (the owner drops the
+            // heap after `lua_close`).
+            unsafe {
+                let next = chunk.read();
+                libc::free(chunk.cast());
+                chunk = next.cast();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lua's calls, in Lua's order: sizes as Lua keeps them.
+    fn alloc(h: &mut Heap, n: usize) -> *mut u8 {
+        // SAFETY: a new block.
+        unsafe { h.realloc(ptr::null_mut(), 0, n) }.cast()
+    }
+    fn resize(h: &mut Heap, p: *mut u8, o: usize, n: usize) -> *mut u8 {
+        // SAFETY: the tests pass blocks of this heap with their sizes.
+        unsafe { h.realloc(p.cast(), o, n) }.cast()
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_disjoint() {
+        let mut h = Heap::new(true);
+        let mut blocks = Vec::new();
+        for i in 0..5000usize {
+            let n = 1 + (i * 37) % 400;
+            let p = alloc(&mut h, n);
+            assert_eq!(p as usize % GRAIN, 0);
+            // SAFETY: `n` bytes of a fresh block.
+            unsafe { ptr::write_bytes(p, (i % 251) as u8, n) };
+            blocks.push((p, n, (i % 251) as u8));
+        }
+        for &(p, n, byte) in &blocks {
+            // SAFETY: each block is live with `n` bytes.
+            let s = unsafe { std::slice::from_raw_parts(p, n) };
+            assert!(s.iter().all(|&b| b == byte), "a block was overwritten");
+        }
+        for (p, n, _) in blocks {
+            resize(&mut h, p, n, 0);
+        }
+    }
+
+    #[test]
+    fn a_freed_block_is_reused_by_its_class() {
+        let mut h = Heap::new(true);
+        let a = alloc(&mut h, 40);
+        resize(&mut h, a, 40, 0);
+        assert_eq!(alloc(&mut h, 48), a);
+    }
+
+    #[test]
+    fn resizing_keeps_contents_across_small_and_large() {
+        let mut h = Heap::new(true);
+        let mut p = alloc(&mut h, 20);
+        // SAFETY: 20 bytes of a fresh block.
+        unsafe { ptr::copy_nonoverlapping(b"abcdefghijklmnopqrst".as_ptr(), p, 20) };
+        let mut size = 20;
+        for n in [100, 300, 5000, 250, 30, 20] {
+            p = resize(&mut h, p, size, n);
+            size = n;
+            // SAFETY: the block is live with at least 20 bytes.
+            let s = unsafe { std::slice::from_raw_parts(p, 20) };
+            assert_eq!(s, b"abcdefghijklmnopqrst");
+        }
+        resize(&mut h, p, size, 0);
+    }
+
+    /// Every byte Lua wrote stays as written whatever the other blocks do: random
+    /// allocations, frees and resizes across the small and `malloc` sizes, each block
+    /// filled with its own byte and checked.
+    #[test]
+    fn random_resizes_keep_every_block_intact() {
+        fn check(p: *mut u8, n: usize, byte: u8) {
+            // SAFETY: a live block with at least `n` bytes written as `byte`.
+            let s = unsafe { std::slice::from_raw_parts(p, n) };
+            assert!(s.iter().all(|&b| b == byte), "block at {p:?} changed");
+        }
+        fn fill(p: *mut u8, n: usize, byte: u8) {
+            // SAFETY: a live block of at least `n` bytes.
+            unsafe { ptr::write_bytes(p, byte, n) };
+        }
+        let mut h = Heap::new(true);
+        let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for step in 0..200_000u32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let size = 1 + match seed % 4 {
+                0 => (seed >> 8) as usize % 32,
+                3 => (seed >> 8) as usize % 3000,
+                _ => (seed >> 8) as usize % 300,
+            };
+            let byte = (step % 251) as u8;
+            let pick = (seed >> 32) as usize % live.len().max(1);
+            match (seed >> 48) % 3 {
+                _ if live.is_empty() || live.len() < 50 => {
+                    let p = alloc(&mut h, size);
+                    assert_eq!(p as usize % GRAIN, 0);
+                    fill(p, size, byte);
+                    live.push((p, size, byte));
+                }
+                0 => {
+                    let (p, n, b) = live.swap_remove(pick);
+                    check(p, n, b);
+                    resize(&mut h, p, n, 0);
+                }
+                1 if live.len() < 2000 => {
+                    let p = alloc(&mut h, size);
+                    fill(p, size, byte);
+                    live.push((p, size, byte));
+                }
+                _ => {
+                    let (p, n, b) = live[pick];
+                    let q = resize(&mut h, p, n, size);
+                    assert_eq!(q as usize % GRAIN, 0);
+                    check(q, n.min(size), b);
+                    fill(q, size, byte);
+                    live[pick] = (q, size, byte);
+                }
+            }
+            if step % 20_000 == 0 {
+                for &(p, n, b) in &live {
+                    check(p, n, b);
+                }
+            }
+        }
+        for (p, n, b) in live {
+            check(p, n, b);
+            resize(&mut h, p, n, 0);
+        }
+    }
+
+    #[test]
+    fn a_larger_free_block_serves_a_smaller_class_before_a_new_chunk() {
+        let mut h = Heap::new(true);
+        let big = alloc(&mut h, 256);
+        // Use up the rest of the chunk, so the next request cannot come from it.
+        let mut fillers = Vec::new();
+        while h.end as usize - h.bump as usize >= GRAIN {
+            fillers.push(alloc(&mut h, 16));
+        }
+        let held = h.held;
+        resize(&mut h, big, 256, 0);
+        assert_eq!(alloc(&mut h, 100), big);
+        // SAFETY: pointer arithmetic inside the 256-byte block.
+        assert_eq!(alloc(&mut h, 140), unsafe { big.add(112) });
+        assert_eq!(h.held, held, "no new chunk");
+    }
+
+    #[test]
+    fn without_packing_every_block_is_mallocs_own() {
+        let mut h = Heap::new(false);
+        let p = alloc(&mut h, 24);
+        let q = resize(&mut h, p, 24, 48);
+        assert!(h.chunks.is_null() && h.held == 0);
+        resize(&mut h, q, 48, 0);
+    }
+
+    #[test]
+    fn a_shrunk_block_frees_its_tail() {
+        let mut h = Heap::new(true);
+        let p = alloc(&mut h, 256);
+        assert_eq!(resize(&mut h, p, 256, 64), p);
+        // The tail (192 bytes from offset 64) is a free block of its own class.
+        // SAFETY: pointer arithmetic inside the 256-byte block.
+        assert_eq!(alloc(&mut h, 192), unsafe { p.add(64) });
+    }
+}
