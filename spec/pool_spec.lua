@@ -273,6 +273,24 @@ describe("llthreads.pool", function()
       H.assert_values({ true, 1, n = 2 }, values(pool:submit(function() return SMALL end)))
       pool:close()
     end)
+
+    -- A state keeps the small objects' memory it freed for its own next objects until
+    -- it closes; that memory is held, so it counts.
+    it("counts small objects a task freed as held: max_memory gives their memory back", function()
+      local pool = llthreads.pool{ size = 1, max_memory = 4 * 1024 * 1024 }
+      local _, alive = pool:submit(function()
+        MARK = true
+        local t = {}
+        for i = 1, 100000 do t[i] = { i } end
+        t = nil
+        collectgarbage()
+        collectgarbage()
+        return collectgarbage("count") < 1024
+      end):join()
+      assert.is_true(alive, "the task's objects were not collected")
+      H.assert_values({ true, "nil", n = 2 }, values(pool:submit(function() return type(MARK) end)))
+      pool:close()
+    end)
   end)
 
   it("loads a function submitted many times once per worker", function()

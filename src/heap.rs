@@ -51,6 +51,8 @@ pub struct Heap {
     chunks: *mut *mut u8,
     /// Bytes of all chunks, to size the next one.
     held: usize,
+    /// Bytes of the blocks on the free lists.
+    idle: usize,
     /// Blocks up to this size are packed: [`SMALL_MAX`], or 0 to give every block to
     /// `malloc` (see [`Heap::new`]).
     small_max: usize,
@@ -76,6 +78,7 @@ impl Heap {
             end: ptr::null_mut(),
             chunks: ptr::null_mut(),
             held: 0,
+            idle: 0,
             small_max: if packed { SMALL_MAX } else { 0 },
         }
     }
@@ -130,6 +133,12 @@ impl Heap {
         }
     }
 
+    /// Bytes the heap holds that Lua does not use now: free blocks and the unused end
+    /// of the newest chunk (the state keeps them until it closes).
+    pub fn unused(&self) -> usize {
+        self.idle + (self.end as usize - self.bump as usize)
+    }
+
     /// A block of class `k`: a free one, or a new one from the newest chunk (or a new
     /// chunk). Null when `malloc` refuses a chunk.
     fn take(&mut self, k: usize) -> *mut u8 {
@@ -138,6 +147,7 @@ impl Heap {
             // SAFETY: every block on the list is a free block of this heap, whose
             // first word `give` wrote.
             self.free[k] = unsafe { (*head).next };
+            self.idle -= class_size(k);
             return head.cast();
         }
         let size = class_size(k);
@@ -151,6 +161,7 @@ impl Heap {
                 // `class_size(big - k - 1)` bytes of it, aligned to `GRAIN`.
                 unsafe {
                     self.free[big] = (*block).next;
+                    self.idle -= class_size(big);
                     let block = block.cast::<u8>();
                     self.give(block.add(size), big - k - 1);
                     return block;
@@ -177,6 +188,7 @@ impl Heap {
         // SAFETY: the block is ours and unused; a `Free` fits in every class.
         unsafe { block.write(Free { next: self.free[k] }) };
         self.free[k] = block;
+        self.idle += class_size(k);
     }
 
     /// Starts a new chunk; the rest of the current one goes to the free lists first.

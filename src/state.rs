@@ -137,14 +137,16 @@ impl ChildState {
         self.raw.as_ptr()
     }
 
-    /// The bytes the state holds now, as its allocator counts them (every allocation,
-    /// including what Lua's collector does not count, such as 5.5's external strings);
-    /// `None` when the state has LuaJIT's own allocator.
+    /// The bytes the state holds: what it uses now, as its allocator counts them
+    /// (every allocation, including what Lua's collector does not count, such as 5.5's
+    /// external strings), plus what its heap keeps for later (freed small blocks go
+    /// back to the system only when the state closes); `None` when the state has
+    /// LuaJIT's own allocator.
     ///
-    /// Only the thread using the state may call this (the allocator updates the count
+    /// Only the thread using the state may call this (the allocator updates the counts
     /// without synchronisation).
-    pub fn used(&self) -> Option<usize> {
-        self.owned.as_ref().map(|o| o.budget.used)
+    pub fn held(&self) -> Option<usize> {
+        self.owned.as_ref().map(|o| o.budget.used + o.heap.unused())
     }
 }
 

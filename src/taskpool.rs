@@ -610,7 +610,7 @@ impl WorkerState {
         };
         let l = self.state.raw();
         // SAFETY: this thread owns the state; LUA_GCCOUNT(B) only reads counters.
-        let bytes = self.state.used().unwrap_or_else(|| unsafe {
+        let bytes = self.state.held().unwrap_or_else(|| unsafe {
             ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0) as usize * 1024
                 + ffi::lua_gc(l, ffi::LUA_GCCOUNTB, 0) as usize
         });
