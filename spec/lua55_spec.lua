@@ -255,3 +255,56 @@ describe("Lua 5.5: numbers and text across states", function()
     H.assert_values({ true, "string", 11, "integer", 15.0, n = 5 }, got)
   end)
 end)
+
+-- The 5.5 interpreter the tests run on is the project's own (tools/lua55/host.c: Debian
+-- has no lua5.5 and lua-src ships no lua.c). It does what the stock one (5.5.0's lua.c)
+-- does for what programs and the tests use.
+describe("Lua 5.5: the project's interpreter behaves as the stock one", function()
+  local function lua(args, env)
+    return H.run(H.lua_env() .. " " .. (env or "") .. " " .. H.shq(H.lua) .. " " .. args)
+  end
+
+  it("gives a script its arguments in arg and as ...", function()
+    local script = H.tmpname() .. ".lua"
+    H.write_file(script, "io.write(#arg, ' ', arg[0], ' ', arg[1], ' ', select('#', ...), ' ', (...))")
+    finally(function() os.remove(script) end)
+    local code, out = lua(H.shq(script) .. " a b")
+    assert.are.equal(0, code, out)
+    assert.are.equal("2 " .. script .. " a 2 a", out)
+  end)
+
+  it("runs -e and -l in order, after LUA_INIT_5_5, which wins over LUA_INIT", function()
+    local code, out = lua("-l string -e \"io.write(string.upper('e'), X)\"",
+      "LUA_INIT='X = 1' LUA_INIT_5_5='io.write(\"init \") X = 2'")
+    assert.are.equal(0, code, out)
+    assert.are.equal("init E2", out)
+  end)
+
+  it("ignores the LUA_ variables with -E", function()
+    local code, out = lua("-E -e \"io.write(tostring(X))\"", "LUA_INIT_5_5='X = 2'")
+    assert.are.equal(0, code, out)
+    assert.are.equal("nil", out)
+  end)
+
+  it("reports an error with the program's name and a traceback, and exits 1", function()
+    local code, out = lua("-e \"error('boom')\"")
+    assert.are.equal(1, code)
+    H.assert_contains(out, ": (command line):1: boom")
+    H.assert_contains(out, "stack traceback:")
+  end)
+
+  it("keeps warnings off unless -W, as lua.c; LUA_INIT runs before they go off", function()
+    local _, off = lua("-e \"warn('hidden')\"")
+    assert.are.equal("", off)
+    local _, on = lua("-W -e \"warn('shown')\"")
+    assert.are.equal("Lua warning: shown\n", on)
+    local _, init = lua("-e \"warn('hidden')\"", "LUA_INIT_5_5=\"warn('from init')\"")
+    assert.are.equal("Lua warning: from init\n", init)
+  end)
+
+  it("runs the collector in generational mode, as lua.c", function()
+    local code, out = lua("-e \"io.write(collectgarbage('incremental'))\"")
+    assert.are.equal(0, code, out)
+    assert.are.equal("generational", out)
+  end)
+end)

@@ -22,9 +22,11 @@
  * else is Lua code. With no script and no -e, standard input is the script. An
  * error prints "PROGRAM: MESSAGE" and a traceback on stderr and exits 1; the state
  * is closed before exiting (finalizers and C modules' cleanup run), also on errors.
- * There is no interactive mode. Warnings start as luaL_newstate leaves them (on, in
- * 5.5). The program is linked with --export-dynamic, so C
- * modules it loads find the Lua API in it.
+ * There is no interactive mode. As the stock interpreter (5.5.0's lua.c, read for its
+ * behaviour): LUA_INIT runs with warnings as luaL_newstate leaves them (on, in 5.5),
+ * then warnings are off unless -W turns them on; the collector is stopped while the
+ * libraries open and `arg` is built, then runs in generational mode. The program is
+ * linked with --export-dynamic, so C modules it loads find the Lua API in it.
  */
 
 #include <stdio.h>
@@ -250,6 +252,8 @@ static int protected_main(lua_State *L) {
   }
   luaL_openlibs(L);
   make_arg_table(L, o);
+  lua_gc(L, LUA_GCRESTART);
+  lua_gc(L, LUA_GCGEN);
   if (o->print_version) {
     fputs(LUA_COPYRIGHT "\n", stdout);
     fflush(stdout);
@@ -258,6 +262,7 @@ static int protected_main(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  lua_warning(L, "@off", 0);
   for (i = 0; i < o->nsteps; i++) {
     int status = LUA_OK;
     switch (o->steps[i].kind) {
@@ -311,6 +316,7 @@ int main(int argc, char **argv) {
     free(o.steps);
     return EXIT_FAILURE;
   }
+  lua_gc(L, LUA_GCSTOP);
   lua_pushcfunction(L, protected_main);
   lua_pushlightuserdata(L, &o);
   status = lua_pcall(L, 1, 1, 0);
