@@ -9,8 +9,14 @@
 //! it again. Larger blocks go to `malloc` as before.
 //!
 //! Freed small blocks wait on one list per size class for the next block of that
-//! class, and the chunks go back to `malloc` only when the state closes: a state keeps
-//! the most small-object memory it ever held until then, as a `malloc` arena does.
+//! class (or of a smaller one, split off a larger free block). When no list can serve
+//! and the free blocks add up to enough (see [`Heap::compact`]), adjacent free blocks
+//! are joined and chunks left wholly free go back to `malloc` before a new chunk is
+//! taken: memory freed as objects of one size serves objects of another size, and
+//! blocks over [`SMALL_MAX`], as it does with `malloc`. Without that, a state that
+//! made and dropped objects of each size in turn would hold several times the memory
+//! it ever used at once, unseen by its memory limit. The remaining chunks go back to
+//! `malloc` when the state closes.
 //!
 //! Everything here runs on the thread using the state, one call at a time (Lua's
 //! allocator contract); nothing is shared, so nothing is synchronised.
@@ -24,12 +30,13 @@ const SMALL_MAX: usize = 256;
 /// the same as `malloc`'s (userdata contents may need it).
 const GRAIN: usize = 16;
 const CLASSES: usize = SMALL_MAX / GRAIN;
-/// Room at the start of each chunk for the link to the next one; a multiple of
-/// [`GRAIN`] so that the blocks after it stay aligned.
+/// Room at the start of each chunk for its [`ChunkHead`]; a multiple of [`GRAIN`] so
+/// that the blocks after it stay aligned.
 const HEADER: usize = GRAIN;
 /// A chunk's size, counting `malloc`'s own 8-byte header: chunks start at about a
 /// kilobyte, so that the part of the last one a state never uses stays small, and grow
-/// with the state (an eighth of what it holds) so that a big state needs few of them.
+/// with the state (a thirty-second of what it holds) so that a big state needs few of
+/// them.
 const MIN_CHUNK: usize = 1024;
 const MAX_CHUNK: usize = 64 * 1024;
 const MALLOC_HEADER: usize = 8;
@@ -40,6 +47,15 @@ struct Free {
     next: *mut Free,
 }
 
+/// The start of each chunk: the link to the chunk made before it, and the chunk's
+/// size in bytes (this head included).
+#[repr(C)]
+struct ChunkHead {
+    next: *mut ChunkHead,
+    size: usize,
+}
+const _: () = assert!(std::mem::size_of::<ChunkHead>() <= HEADER);
+
 /// See the module documentation. All-null is the empty heap.
 pub struct Heap {
     /// `free[k]`: free blocks of `(k + 1) * GRAIN` bytes.
@@ -47,12 +63,15 @@ pub struct Heap {
     /// The unused end of the newest chunk: `bump..end`, a multiple of [`GRAIN`].
     bump: *mut u8,
     end: *mut u8,
-    /// The newest chunk; each chunk's header links to the one before.
-    chunks: *mut *mut u8,
+    /// The newest chunk; each chunk's head links to the one before.
+    chunks: *mut ChunkHead,
     /// Bytes of all chunks, to size the next one.
     held: usize,
     /// Bytes of the blocks on the free lists.
-    idle: usize,
+    free_bytes: usize,
+    /// [`Heap::compact`] runs only when `free_bytes` reaches this: twice what the last
+    /// one left on the lists, so that its cost is paid by blocks freed since.
+    compact_at: usize,
     /// Blocks up to this size are packed: [`SMALL_MAX`], or 0 to give every block to
     /// `malloc` (see [`Heap::new`]).
     small_max: usize,
@@ -78,7 +97,8 @@ impl Heap {
             end: ptr::null_mut(),
             chunks: ptr::null_mut(),
             held: 0,
-            idle: 0,
+            free_bytes: 0,
+            compact_at: MIN_CHUNK,
             small_max: if packed { SMALL_MAX } else { 0 },
         }
     }
@@ -96,8 +116,11 @@ impl Heap {
             return match nsize {
                 0 => ptr::null_mut(),
                 n if n <= self.small_max => self.take(class(n)).cast(),
-                // SAFETY: `malloc` has no preconditions.
-                n => unsafe { libc::malloc(n) },
+                n => {
+                    self.compact_for(n);
+                    // SAFETY: `malloc` has no preconditions.
+                    unsafe { libc::malloc(n) }
+                }
             };
         }
         let small_before = osize <= self.small_max;
@@ -119,6 +142,9 @@ impl Heap {
             // SAFETY: as above.
             (false, true) => unsafe { self.shrink_to_small(ptr, nsize) },
             (false, false) => {
+                if nsize > osize {
+                    self.compact_for(nsize - osize);
+                }
                 // SAFETY: a `malloc` block (see above).
                 let new = unsafe { libc::realloc(ptr.cast(), nsize) };
                 // `realloc` may refuse even a shrink in theory; the old block is big
@@ -134,36 +160,28 @@ impl Heap {
     }
 
     /// Bytes the heap holds that Lua does not use now: free blocks and the unused end
-    /// of the newest chunk (the state keeps them until it closes).
+    /// of the newest chunk (kept for the state's next objects; chunks wholly free go
+    /// back to `malloc` at the next [`Heap::compact`], the rest when the state closes).
     pub fn unused(&self) -> usize {
-        self.idle + (self.end as usize - self.bump as usize)
+        self.free_bytes + (self.end as usize - self.bump as usize)
     }
 
     /// A block of class `k`: a free one, or a new one from the newest chunk (or a new
     /// chunk). Null when `malloc` refuses a chunk.
     fn take(&mut self, k: usize) -> *mut u8 {
-        let head = self.free[k];
-        if !head.is_null() {
-            // SAFETY: every block on the list is a free block of this heap, whose
-            // first word `give` wrote.
-            self.free[k] = unsafe { (*head).next };
-            self.idle -= class_size(k);
-            return head.cast();
+        if let Some(block) = self.take_free(k) {
+            return block;
         }
         let size = class_size(k);
         if (self.end as usize) - (self.bump as usize) < size {
             // Before a new chunk, a free block of a larger class: its end goes back to
             // the lists, so freed memory serves the next sizes Lua asks for.
-            if let Some(big) = (k + 1..CLASSES).find(|&b| !self.free[b].is_null()) {
-                let block = self.free[big];
-                // SAFETY: (1) a free block of class `big` on its list, with its link
-                // written by `give`; (2) its bytes from `size` on are
-                // `class_size(big - k - 1)` bytes of it, aligned to `GRAIN`.
-                unsafe {
-                    self.free[big] = (*block).next;
-                    self.idle -= class_size(big);
-                    let block = block.cast::<u8>();
-                    self.give(block.add(size), big - k - 1);
+            if let Some(block) = self.split_free(k) {
+                return block;
+            }
+            // Then the free blocks joined, where there are enough of them.
+            if self.compact_for(size) {
+                if let Some(block) = self.take_free(k).or_else(|| self.split_free(k)) {
                     return block;
                 }
             }
@@ -177,6 +195,31 @@ impl Heap {
         block
     }
 
+    /// A block from the free list of class `k`.
+    fn take_free(&mut self, k: usize) -> Option<*mut u8> {
+        let head = self.free[k];
+        if head.is_null() {
+            return None;
+        }
+        // SAFETY: every block on the list is a free block of this heap, whose first
+        // word `give` wrote.
+        self.free[k] = unsafe { (*head).next };
+        self.free_bytes -= class_size(k);
+        Some(head.cast())
+    }
+
+    /// A block of class `k` cut from the start of a free block of a larger class; the
+    /// rest of that block goes back to the lists.
+    fn split_free(&mut self, k: usize) -> Option<*mut u8> {
+        let big = (k + 1..CLASSES).find(|&b| !self.free[b].is_null())?;
+        let block = self.take_free(big)?;
+        // SAFETY: a free block of class `big`, no longer on its list; its bytes from
+        // `class_size(k)` on are `class_size(big - k - 1)` bytes of it, aligned to
+        // `GRAIN`.
+        unsafe { self.give(block.add(class_size(k)), big - k - 1) };
+        Some(block)
+    }
+
     /// Puts a block of class `k` on its list.
     ///
     /// # Safety
@@ -188,7 +231,129 @@ impl Heap {
         // SAFETY: the block is ours and unused; a `Free` fits in every class.
         unsafe { block.write(Free { next: self.free[k] }) };
         self.free[k] = block;
-        self.idle += class_size(k);
+        self.free_bytes += class_size(k);
+    }
+
+    /// Runs [`Heap::compact`] when the free blocks add up to `need` bytes and to
+    /// `compact_at`; whether it ran.
+    fn compact_for(&mut self, need: usize) -> bool {
+        if self.free_bytes < need.max(self.compact_at) {
+            return false;
+        }
+        self.compact();
+        true
+    }
+
+    /// Joins adjacent free blocks of each chunk, gives chunks that are wholly free back
+    /// to `malloc`, and puts the rest back on the lists in blocks of the largest class
+    /// (and one for the remainder of each run). The unused end of the newest chunk is
+    /// a free block like the others, so no chunk is being filled afterwards. Blocks
+    /// outside every chunk (adopted by `shrink_to_small`) stay as they are.
+    fn compact(&mut self) {
+        // Each entry is a free block's address with its class in the low bits (blocks
+        // are aligned to `GRAIN`, and there are `GRAIN` classes).
+        const _: () = assert!(CLASSES <= GRAIN);
+        self.retire_rest();
+        self.bump = ptr::null_mut();
+        self.end = ptr::null_mut();
+        let mut blocks: Vec<usize> = Vec::new();
+        let mut chunks: Vec<(usize, usize)> = Vec::new();
+        let mut chunk_count = 0;
+        let mut c = self.chunks;
+        while !c.is_null() {
+            chunk_count += 1;
+            // SAFETY: a chunk of this heap, its head written by `new_chunk`.
+            c = unsafe { (*c).next };
+        }
+        // Every free block has at least `GRAIN` bytes.
+        if blocks.try_reserve_exact(self.free_bytes / GRAIN).is_err()
+            || chunks.try_reserve_exact(chunk_count).is_err()
+        {
+            // No memory to sort with: the lists stay as they are, and the next try
+            // waits until twice as much is free.
+            self.compact_at = self.free_bytes.saturating_mul(2);
+            return;
+        }
+        for k in 0..CLASSES {
+            let mut p = self.free[k];
+            while !p.is_null() {
+                blocks.push(p as usize | k);
+                // SAFETY: a free block on list `k`, its link written by `give`.
+                p = unsafe { (*p).next };
+            }
+        }
+        let mut c = self.chunks;
+        while !c.is_null() {
+            // SAFETY: a chunk of this heap, its head written by `new_chunk`.
+            let (next, size) = unsafe { ((*c).next, (*c).size) };
+            chunks.push((c as usize, size));
+            c = next;
+        }
+        blocks.sort_unstable();
+        chunks.sort_unstable();
+        self.free = [ptr::null_mut(); CLASSES];
+        self.free_bytes = 0;
+        self.chunks = ptr::null_mut();
+        self.held = 0;
+        let addr = |e: usize| e & !(GRAIN - 1);
+        let size = |e: usize| class_size(e & (GRAIN - 1));
+        let (mut i, mut ci) = (0, 0);
+        // Whether chunk `ci` is wholly free (it goes back to `malloc` once its turn
+        // in the walk is over).
+        let mut whole = false;
+        while i < blocks.len() || ci < chunks.len() {
+            // The chunks that end before the next block are done with.
+            let next_block = blocks.get(i).map_or(usize::MAX, |&e| addr(e));
+            if ci < chunks.len() && chunks[ci].0 + chunks[ci].1 <= next_block {
+                self.settle_chunk(chunks[ci], whole);
+                whole = false;
+                ci += 1;
+                continue;
+            }
+            let start = next_block;
+            let inside = ci < chunks.len() && chunks[ci].0 + HEADER <= start;
+            if !inside {
+                // SAFETY: a free block outside every chunk: adopted, still its class.
+                unsafe { self.give(start as *mut u8, blocks[i] & (GRAIN - 1)) };
+                i += 1;
+                continue;
+            }
+            let chunk_end = chunks[ci].0 + chunks[ci].1;
+            let mut end = start + size(blocks[i]);
+            i += 1;
+            while i < blocks.len() && addr(blocks[i]) == end && end < chunk_end {
+                end += size(blocks[i]);
+                i += 1;
+            }
+            if start == chunks[ci].0 + HEADER && end == chunk_end {
+                whole = true;
+                continue;
+            }
+            let mut at = start;
+            while at < end {
+                let n = (end - at).min(SMALL_MAX);
+                // SAFETY: `at..at + n` is free memory of chunk `ci` (a run of free
+                // blocks), aligned to `GRAIN`, `n` a multiple of it.
+                unsafe { self.give(at as *mut u8, class(n)) };
+                at += n;
+            }
+        }
+        self.compact_at = self.free_bytes.saturating_mul(2).max(MIN_CHUNK);
+    }
+
+    /// The end of [`Heap::compact`]'s walk over one chunk: it goes back to `malloc`
+    /// when wholly free, and to the list of chunks otherwise.
+    fn settle_chunk(&mut self, (start, size): (usize, usize), whole: bool) {
+        let chunk = start as *mut ChunkHead;
+        if whole {
+            // SAFETY: a chunk of this heap from `malloc`, with no block in use.
+            unsafe { libc::free(chunk.cast()) };
+            return;
+        }
+        // SAFETY: a chunk of this heap; its head is ours.
+        unsafe { (*chunk).next = self.chunks };
+        self.chunks = chunk;
+        self.held += size;
     }
 
     /// Starts a new chunk; the rest of the current one goes to the free lists first.
@@ -201,11 +366,14 @@ impl Heap {
         if chunk.is_null() {
             return false;
         }
-        // SAFETY: (1) the chunk has `size > HEADER` bytes, so the link fits at its
+        // SAFETY: (1) the chunk has `size > HEADER` bytes, so the head fits at its
         // start and `bump..end` lies inside it; (2) `malloc` aligns to 16, so the
-        // link is aligned and the blocks after a `HEADER` of 16 are too.
+        // head is aligned and the blocks after a `HEADER` of 16 are too.
         unsafe {
-            chunk.cast::<*mut *mut u8>().write(self.chunks);
+            chunk.cast::<ChunkHead>().write(ChunkHead {
+                next: self.chunks,
+                size,
+            });
             self.chunks = chunk.cast();
             self.bump = chunk.add(HEADER);
             self.end = chunk.add(size);
@@ -264,6 +432,7 @@ impl Heap {
     /// # Safety
     /// `block` is a small block of this heap that Lua knows as `osize` bytes.
     unsafe fn grow_to_large(&mut self, block: *mut u8, osize: usize, nsize: usize) -> *mut c_void {
+        self.compact_for(nsize);
         // SAFETY: `malloc` has no preconditions.
         let new = unsafe { libc::malloc(nsize) }.cast::<u8>();
         if new.is_null() {
@@ -303,13 +472,13 @@ impl Drop for Heap {
     fn drop(&mut self) {
         let mut chunk = self.chunks;
         while !chunk.is_null() {
-            // SAFETY: every chunk starts with the link `new_chunk` wrote, and came
+            // SAFETY: every chunk starts with the head `new_chunk` wrote, and came
             // from `malloc`; the state using the blocks is closed (the owner drops the
             // heap after `lua_close`).
             unsafe {
-                let next = chunk.read();
+                let next = (*chunk).next;
                 libc::free(chunk.cast());
-                chunk = next.cast();
+                chunk = next;
             }
         }
     }
@@ -476,5 +645,80 @@ mod tests {
         // The tail (192 bytes from offset 64) is a free block of its own class.
         // SAFETY: pointer arithmetic inside the 256-byte block.
         assert_eq!(alloc(&mut h, 192), unsafe { p.add(64) });
+    }
+
+    /// The defect this pins down: freed blocks served only their own class, so a state
+    /// that made and dropped objects of each size in turn held the sum of all sizes'
+    /// peaks. Now each size's blocks reuse the memory the last one freed.
+    #[test]
+    fn freed_small_blocks_serve_other_sizes_instead_of_new_chunks() {
+        let mut h = Heap::new(true);
+        let mut peak = 0;
+        for k in 0..CLASSES {
+            let n = class_size(k);
+            let blocks: Vec<_> = (0..200_000 / n).map(|_| alloc(&mut h, n)).collect();
+            peak = peak.max(h.held);
+            for p in blocks {
+                resize(&mut h, p, n, 0);
+            }
+        }
+        // Before: about 16 times the first size's 200 kB.
+        assert!(h.held < 2 * 200_000, "held {} bytes", h.held);
+        assert!(peak < 2 * 200_000 + MAX_CHUNK, "peak {peak} bytes");
+    }
+
+    /// Joining free blocks moves nothing that is in use: blocks of every size live
+    /// across many joins keep their bytes, and new blocks never overlap them.
+    #[test]
+    fn joining_free_blocks_keeps_live_blocks_intact() {
+        let mut h = Heap::new(true);
+        let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..40usize {
+            let n = class_size(round % CLASSES) - (round % 7);
+            for i in 0..3000usize {
+                let p = alloc(&mut h, n);
+                let byte = (i % 251) as u8;
+                // SAFETY: `n` bytes of a fresh block.
+                unsafe { ptr::write_bytes(p, byte, n) };
+                live.push((p, n, byte));
+            }
+            // Free most blocks, in a random order, keeping one in eight.
+            let mut kept = Vec::new();
+            for (p, n, byte) in live.drain(..) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if seed % 8 == 0 {
+                    kept.push((p, n, byte));
+                } else {
+                    resize(&mut h, p, n, 0);
+                }
+            }
+            for &(p, n, byte) in &kept {
+                // SAFETY: a live block of `n` bytes.
+                let s = unsafe { std::slice::from_raw_parts(p, n) };
+                assert!(s.iter().all(|&b| b == byte), "a live block changed");
+            }
+            live = kept;
+        }
+        for (p, n, _) in live {
+            resize(&mut h, p, n, 0);
+        }
+    }
+
+    #[test]
+    fn a_wholly_free_chunk_goes_back_to_malloc() {
+        let mut h = Heap::new(true);
+        let blocks: Vec<_> = (0..10_000).map(|_| alloc(&mut h, 32)).collect();
+        let held = h.held;
+        for p in blocks {
+            resize(&mut h, p, 32, 0);
+        }
+        // A large block asks for what the free blocks add up to: they are joined
+        // first, and the chunks, wholly free, are `malloc`'s again.
+        let big = alloc(&mut h, 100_000);
+        assert!(h.held < held / 4, "held {} of {held} bytes", h.held);
+        resize(&mut h, big, 100_000, 0);
     }
 }
