@@ -43,6 +43,9 @@ local WAITS = {
   { "send on a rendezvous channel", "llthreads.channel(0):send('never taken')" },
   { "select", "llthreads.select({ hold, llthreads.channel() })" },
   { "sleep", "llthreads.sleep(1e9)" },
+  { "pool:close() while a task runs",
+    "local p = llthreads.pool{ size = 1 } p:submit(function(h) h:receive() end, hold) ready:send(true) p:close()" },
+  { "llthreads.pool{} while init runs", "llthreads.pool{ size = 1, init = function() hold:receive() end }" },
 }
 
 local function waiting_child(body)
@@ -59,10 +62,12 @@ end
 describe("interrupt() on a child blocked in a wait", function()
   for _, w in ipairs(WAITS) do
     it("wakes it in " .. w[1] .. ", which raises interrupted_error", function()
-      local t = waiting_child(w[2])
+      local t, hold = waiting_child(w[2])
+      -- Lets a pool's task or init blocked on `hold` end, so its worker ends.
+      finally(function() hold:close() end)
       local t0 = H.now()
       t:interrupt()
-      local ok, err = t:join()
+      local ok, err = t:join(10000)
       local dt = H.now() - t0
       assert.are.equal(false, ok)
       H.assert_contains(err, llthreads.interrupted_error)
@@ -94,6 +99,30 @@ describe("interrupt() on a child blocked in a wait", function()
     assert.is_true(dt < 1, ("the join raised %.3f s after interrupt()"):format(dt))
     release:send(true)
     H.assert_values({ true, true, "grandchild", 42, n = 4 }, H.pack(t:join()))
+  end)
+
+  it("leaves a pool whose close() it interrupted closed, and a later close() waits for its workers", function()
+    local ready, hold, res = llthreads.channel(), llthreads.channel(), llthreads.channel()
+    local t = llthreads.new([[
+      local llthreads = require "llthreads"
+      local ready, hold, res = ...
+      local p = llthreads.pool{ size = 1 }
+      local task = p:submit(function(h) return h:receive() end, hold)
+      ready:send(true)
+      local ok, err = pcall(p.close, p)
+      res:send({ ok, err })
+      res:send({ p:submit(function() end) })
+      return p:close(), task:join()
+    ]], ready, hold, res):start()
+    assert.is_true(ready:receive(10000))
+    settle()
+    t:interrupt()
+    local caught = res:receive(10000)
+    assert.are.equal(false, caught[1])
+    H.assert_contains(caught[2], llthreads.interrupted_error)
+    assert.are.same({ nil, "closed" }, res:receive(10000))
+    hold:send("done")
+    H.assert_values({ true, true, true, "done", n = 4 }, H.pack(t:join()))
   end)
 
   it("a plain interrupt() is used up by the wait it ended: the next wait waits", function()

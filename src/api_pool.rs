@@ -22,7 +22,7 @@ use crate::names::Module;
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
 };
-use crate::taskpool::{Config, Joined, Paths, Pool, Refused, Task};
+use crate::taskpool::{Closed, Config, Failed, Joined, Paths, Pool, Refused, Task};
 
 /// Registry keys of the two metatables (one per copy of this library).
 static POOL_KEY: u8 = 0;
@@ -430,15 +430,13 @@ unsafe fn new_pool(l: RawState, module: Module) -> c_int {
                     1
                 };
                 if protected(l, 0, 1, &mut made) != ffi::LUA_OK {
-                    guarded(l, || {
-                        let mut pool = Box::from_raw(pool);
-                        pool.close(false, None);
-                    });
+                    guarded(l, || Box::from_raw(pool).close_now());
                     raise_top(l);
                 }
                 1
             }
-            Err(text) => raise_text(l, text),
+            Err(Failed::Text(text)) => raise_text(l, text),
+            Err(Failed::Interrupted(module)) => raise(l, Raise::Static(module.interrupted_error())),
         }
     }
 }
@@ -631,11 +629,13 @@ unsafe extern "C-unwind" fn l_close(l: RawState) -> c_int {
             Some(deadline_in(ms).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)))
         };
         let cancel = ffi::lua_toboolean(l, 3) != 0;
-        if guarded(l, || (*pool).close(cancel, deadline)) {
-            ffi::lua_pushboolean(l, 1);
-            1
-        } else {
-            fail(l, "timeout")
+        match guarded(l, || (*pool).close(cancel, deadline)) {
+            Closed::Done => {
+                ffi::lua_pushboolean(l, 1);
+                1
+            }
+            Closed::Timeout => fail(l, "timeout"),
+            Closed::Interrupted(module) => raise(l, Raise::Static(module.interrupted_error())),
         }
     }
 }

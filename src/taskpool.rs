@@ -208,7 +208,29 @@ struct Shared {
     queued: AtomicUsize,
     /// Workers wait here for a task.
     task_ready: Condvar,
+    /// Workers whose life is over (their state closed), and the threads waiting in
+    /// `close` for that, through the library's waits so that `interrupt()` reaches them.
+    ended: Mutex<(usize, WaitList)>,
     config: Config,
+}
+
+/// Why a pool could not be made.
+pub enum Failed {
+    /// A worker could not start, or its `init` failed: the text to raise.
+    Text(Vec<u8>),
+    /// The creating chunk was interrupted while the workers ran `init`.
+    Interrupted(Module),
+}
+
+/// How `close` ended its wait for the workers.
+pub enum Closed {
+    /// Every worker has ended.
+    Done,
+    /// The deadline passed first.
+    Timeout,
+    /// The chunk waiting was interrupted (the pool stays closed; a later `close`
+    /// waits again).
+    Interrupted(Module),
 }
 
 /// Why `submit` did not queue a task.
@@ -228,7 +250,9 @@ pub struct Pool {
 impl Pool {
     /// Starts the workers and waits until each has made its state and run `init`;
     /// when one fails, the pool is closed again and the first error's text returned.
-    pub fn new(config: Config) -> Result<Pool, Vec<u8>> {
+    /// An interrupt of the chunk waiting ends the wait: the workers are left to finish
+    /// `init` and end by themselves.
+    pub fn new(config: Config) -> Result<Pool, Failed> {
         let size = config.size;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -238,6 +262,7 @@ impl Pool {
             }),
             queued: AtomicUsize::new(0),
             task_ready: Condvar::new(),
+            ended: Mutex::new((0, WaitList::new())),
             config,
         });
         let startup = Arc::new(Startup::default());
@@ -255,17 +280,20 @@ impl Pool {
             match spawned {
                 Ok(handle) => pool.workers.push(handle),
                 Err(e) => {
-                    pool.close(false, None);
-                    return Err(format!("could not create a pool thread: {e}").into_bytes());
+                    pool.close_now();
+                    let text = format!("could not create a pool thread: {e}");
+                    return Err(Failed::Text(text.into_bytes()));
                 }
             }
         }
         match startup.wait(size) {
-            None => Ok(pool),
-            Some(text) => {
-                pool.close(false, None);
-                Err(text)
+            Ok(None) => Ok(pool),
+            Ok(Some(text)) => {
+                pool.close_now();
+                Err(Failed::Text(text))
             }
+            // Dropped: closed, and nobody waits for the workers.
+            Err(module) => Err(Failed::Interrupted(module)),
         }
     }
 
@@ -334,9 +362,45 @@ impl Pool {
     }
 
     /// Refuses new tasks; with `cancel`, the queued ones never run (their `join` says
-    /// so). Waits for the workers to end, until `deadline` (`None`: no limit); returns
-    /// whether they all have (those that have not are left to end by themselves).
-    pub fn close(&mut self, cancel: bool, deadline: Option<Instant>) -> bool {
+    /// so). Waits for the workers to end, until `deadline` (`None`: no limit) or an
+    /// interrupt of the chunk waiting; workers that have not ended are left to end by
+    /// themselves, and a later `close` waits for them again.
+    pub fn close(&mut self, cancel: bool, deadline: Option<Instant>) -> Closed {
+        self.refuse_tasks(cancel);
+        let w = wait::current();
+        loop {
+            let mut ended = self.shared.ended.lock();
+            if ended.0 >= self.workers.len() {
+                ended.1.remove(&w);
+                break;
+            }
+            ended.1.register(&w);
+            drop(ended);
+            let gave_up = if let Some(module) = interrupt::claim_here() {
+                Some(Closed::Interrupted(module))
+            } else if wait::expired(deadline) {
+                Some(Closed::Timeout)
+            } else {
+                None
+            };
+            if let Some(why) = gave_up {
+                self.shared.ended.lock().1.remove(&w);
+                return why;
+            }
+            w.park(deadline);
+        }
+        self.join_workers();
+        Closed::Done
+    }
+
+    /// `close` for a pool that never ran a task (its creation failed half-way), which
+    /// no interrupt may cut short: the workers only made their states and end at once.
+    pub fn close_now(&mut self) {
+        self.refuse_tasks(false);
+        self.join_workers();
+    }
+
+    fn refuse_tasks(&self, cancel: bool) {
         let (cancelled, submitters) = {
             let mut queue = self.shared.queue.lock();
             queue.closed = true;
@@ -354,19 +418,12 @@ impl Pool {
             *task.outcome.lock() = Outcome::Cancelled;
             task.record.finish(ffi::LUA_ERRRUN);
         }
-        while let Some(worker) = self.workers.pop() {
-            if deadline.is_some() {
-                while !worker.is_finished() {
-                    if wait::expired(deadline) {
-                        self.workers.push(worker);
-                        return false;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
+    }
+
+    fn join_workers(&mut self) {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-        true
     }
 }
 
@@ -417,9 +474,8 @@ fn next_task(shared: &Shared) -> Option<Arc<Task>> {
 /// handle, never freed on the host's main thread, which a user's valgrind run reports.)
 #[derive(Default)]
 struct Startup {
-    /// Workers that reported, and the first failure's text.
-    reports: Mutex<(usize, Option<Vec<u8>>)>,
-    reported: Condvar,
+    /// Workers that reported, the first failure's text, and the creator if it waits.
+    reports: Mutex<(usize, Option<Vec<u8>>, WaitList)>,
 }
 
 impl Startup {
@@ -429,22 +485,50 @@ impl Startup {
         if let Err(text) = result {
             reports.1.get_or_insert(text);
         }
+        let creator = reports.2.take_all();
         drop(reports);
-        self.reported.notify_all();
+        wait::wake_all(creator);
     }
 
-    /// Waits for `n` reports; the first failure's text, if any.
-    fn wait(&self, n: usize) -> Option<Vec<u8>> {
-        let mut reports = self.reports.lock();
-        while reports.0 < n {
-            self.reported.wait(&mut reports);
+    /// Waits for `n` reports: the first failure's text, if any; or the module whose
+    /// interrupt ended the wait.
+    fn wait(&self, n: usize) -> Result<Option<Vec<u8>>, Module> {
+        let w = wait::current();
+        loop {
+            let mut reports = self.reports.lock();
+            if reports.0 >= n {
+                reports.2.remove(&w);
+                return Ok(reports.1.take());
+            }
+            reports.2.register(&w);
+            drop(reports);
+            if let Some(module) = interrupt::claim_here() {
+                self.reports.lock().2.remove(&w);
+                return Err(module);
+            }
+            w.park(None);
         }
-        reports.1.take()
+    }
+}
+
+/// Counts a worker as ended when its life is over, whichever way it ends, and wakes
+/// whoever waits in `close`.
+struct Ending(Arc<Shared>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut ended = self.0.ended.lock();
+        ended.0 += 1;
+        let waiting = ended.1.take_all();
+        drop(ended);
+        wait::wake_all(waiting);
     }
 }
 
 /// A worker's life: make a state, say so, run tasks until the pool closes.
 fn work(shared: Arc<Shared>, ready: Arc<Startup>) {
+    // Declared first, dropped last: after the state below is closed.
+    let _ending = Ending(Arc::clone(&shared));
     let mut state = match WorkerState::new(&shared.config) {
         Ok(state) => state,
         Err(text) => {
