@@ -70,7 +70,8 @@ pub struct Heap {
     /// Bytes of the blocks on the free lists.
     free_bytes: usize,
     /// [`Heap::compact`] runs only when `free_bytes` reaches this: twice what the last
-    /// one left on the lists, so that its cost is paid by blocks freed since.
+    /// one left on the lists, and a sixteenth of `held`, so that its cost (sorting the
+    /// free blocks, walking the chunks) is paid by blocks freed since.
     compact_at: usize,
     /// Blocks up to this size are packed: [`SMALL_MAX`], or 0 to give every block to
     /// `malloc` (see [`Heap::new`]).
@@ -250,6 +251,8 @@ impl Heap {
     /// a free block like the others, so no chunk is being filled afterwards. Blocks
     /// outside every chunk (adopted by `shrink_to_small`) stay as they are.
     fn compact(&mut self) {
+        #[cfg(test)]
+        tests::JOINS.with(|c| c.set(c.get() + 1));
         // Each entry is a free block's address with its class in the low bits (blocks
         // are aligned to `GRAIN`, and there are `GRAIN` classes).
         const _: () = assert!(CLASSES <= GRAIN);
@@ -338,7 +341,16 @@ impl Heap {
                 at += n;
             }
         }
-        self.compact_at = self.free_bytes.saturating_mul(2).max(MIN_CHUNK);
+        // A join walks every chunk as well as the free blocks, so the next one also
+        // waits for a sixteenth of what the chunks hold (chunks have at least
+        // `MIN_CHUNK` bytes: over 60 bytes freed per chunk walked). Otherwise a heap
+        // of many chunks whose newest blocks die together (their chunk goes back,
+        // nothing is left on the lists) joined again after every kilobyte freed.
+        self.compact_at = self
+            .free_bytes
+            .saturating_mul(2)
+            .max(self.held / 16)
+            .max(MIN_CHUNK);
     }
 
     /// The end of [`Heap::compact`]'s walk over one chunk: it goes back to `malloc`
@@ -361,6 +373,10 @@ impl Heap {
         self.retire_rest();
         let size = (self.held / 32).clamp(MIN_CHUNK, MAX_CHUNK) - MALLOC_HEADER;
         let size = size - size % GRAIN;
+        #[cfg(test)]
+        if tests::REFUSE_CHUNKS.with(std::cell::Cell::get) {
+            return false;
+        }
         // SAFETY: `malloc` has no preconditions.
         let chunk = unsafe { libc::malloc(size) }.cast::<u8>();
         if chunk.is_null() {
@@ -487,6 +503,161 @@ impl Drop for Heap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes `new_chunk` fail as when `malloc` refuses.
+        pub static REFUSE_CHUNKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// How many times `compact` ran on this thread.
+        pub static JOINS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Checks the heap's bookkeeping against the blocks Lua holds (`live`: address and
+    /// size as Lua knows it): every byte of every chunk is exactly one of its head, a
+    /// live block, a free block or the unused end; no free block is listed twice or
+    /// overlaps a live one; the counts agree.
+    fn check_heap(h: &Heap, live: &[(*mut u8, usize)]) {
+        let mut chunks = Vec::new();
+        let mut c = h.chunks;
+        while !c.is_null() {
+            // SAFETY: a chunk of the heap.
+            let (next, size) = unsafe { ((*c).next, (*c).size) };
+            chunks.push((c as usize, size));
+            c = next;
+        }
+        assert_eq!(chunks.iter().map(|c| c.1).sum::<usize>(), h.held, "held");
+        // (start, end, what): 0 head, 1 live, 2 free, 3 unused end.
+        let mut spans: Vec<(usize, usize, u8)> =
+            chunks.iter().map(|&(a, _)| (a, a + HEADER, 0)).collect();
+        let mut free_total = 0;
+        for k in 0..CLASSES {
+            let mut p = h.free[k];
+            while !p.is_null() {
+                assert_eq!(p as usize % GRAIN, 0);
+                spans.push((p as usize, p as usize + class_size(k), 2));
+                free_total += class_size(k);
+                // SAFETY: a free block's link.
+                p = unsafe { (*p).next };
+            }
+        }
+        assert_eq!(free_total, h.free_bytes, "free_bytes");
+        if h.bump != h.end {
+            let newest = h.chunks as usize;
+            assert!(newest != 0 && h.bump as usize >= newest + HEADER);
+            // SAFETY: reading the newest chunk's head.
+            assert!(h.end as usize <= newest + unsafe { (*h.chunks).size });
+            spans.push((h.bump as usize, h.end as usize, 3));
+        }
+        for &(p, n) in live {
+            let n = if n <= h.small_max {
+                class_size(class(n))
+            } else {
+                n
+            };
+            spans.push((p as usize, p as usize + n, 1));
+        }
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "overlap: {:x?} and {:x?}", w[0], w[1]);
+        }
+        // Each chunk is tiled exactly.
+        for &(a, size) in &chunks {
+            let from = spans.partition_point(|s| s.0 < a);
+            let mut at = a;
+            for s in &spans[from..] {
+                if s.0 >= a + size {
+                    break;
+                }
+                assert_eq!(s.0, at, "a gap in chunk {a:x} at {at:x}");
+                at = s.1;
+            }
+            assert_eq!(at, a + size, "chunk {a:x} not covered to its end");
+        }
+    }
+
+    /// A model of Lua's calls: random allocations, frees and resizes of every size,
+    /// with joins forced far more often than the heap would run them, chunks refused
+    /// now and then (large blocks shrunk to small ones are then adopted), each block's
+    /// bytes checked and the whole heap's bookkeeping checked as it goes.
+    #[test]
+    fn forced_joins_and_refused_chunks_keep_the_heap_consistent() {
+        fn fill(p: *mut u8, n: usize, byte: u8) {
+            // SAFETY: a live block of at least `n` bytes.
+            unsafe { ptr::write_bytes(p, byte, n) };
+        }
+        fn check(p: *mut u8, n: usize, byte: u8) {
+            // SAFETY: a live block with `n` bytes written as `byte`.
+            let s = unsafe { std::slice::from_raw_parts(p, n) };
+            assert!(s.iter().all(|&b| b == byte), "block at {p:?} changed");
+        }
+        for seed0 in [1u64, 0x1234_5678, 0xdead_beef_cafe] {
+            let mut h = Heap::new(true);
+            let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+            let mut seed = seed0.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut rnd = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for step in 0..60_000u32 {
+                let r = rnd();
+                if r % 5000 == 0 {
+                    REFUSE_CHUNKS.with(|c| c.set(!c.get()));
+                }
+                if r % 7 == 0 {
+                    h.compact_at = 0;
+                }
+                if r % 331 == 0 {
+                    h.compact();
+                }
+                let size = 1 + match (r >> 8) % 5 {
+                    0 => (r >> 16) as usize % 32,
+                    1 => (r >> 16) as usize % 2000,
+                    _ => (r >> 16) as usize % 260,
+                };
+                let byte = (step % 251) as u8;
+                let pick = (r >> 40) as usize % live.len().max(1);
+                match (r >> 56) % 4 {
+                    0 | 1 if live.len() < 1500 => {
+                        let p = alloc(&mut h, size);
+                        if !p.is_null() {
+                            assert_eq!(p as usize % GRAIN, 0);
+                            fill(p, size, byte);
+                            live.push((p, size, byte));
+                        }
+                    }
+                    0..=2 if !live.is_empty() => {
+                        let (p, n, b) = live.swap_remove(pick);
+                        check(p, n, b);
+                        resize(&mut h, p, n, 0);
+                    }
+                    _ if !live.is_empty() => {
+                        let (p, n, b) = live[pick];
+                        let q = resize(&mut h, p, n, size);
+                        if q.is_null() {
+                            assert!(size > n, "a shrink failed");
+                            check(p, n, b);
+                        } else {
+                            check(q, n.min(size), b);
+                            fill(q, size, byte);
+                            live[pick] = (q, size, byte);
+                        }
+                    }
+                    _ => {}
+                }
+                if step % 97 == 0 {
+                    let sizes: Vec<_> = live.iter().map(|&(p, n, _)| (p, n)).collect();
+                    check_heap(&h, &sizes);
+                }
+            }
+            REFUSE_CHUNKS.with(|c| c.set(false));
+            for (p, n, b) in live {
+                check(p, n, b);
+                resize(&mut h, p, n, 0);
+            }
+            check_heap(&h, &[]);
+        }
+    }
 
     /// Lua's calls, in Lua's order: sizes as Lua keeps them.
     fn alloc(h: &mut Heap, n: usize) -> *mut u8 {
@@ -704,6 +875,45 @@ mod tests {
         }
         for (p, n, _) in live {
             resize(&mut h, p, n, 0);
+        }
+    }
+
+    /// The defect this pins down: a join walks every chunk, and it could run after
+    /// every kilobyte freed, however big the heap. A heap of many chunks whose newest
+    /// blocks die together (the join gives their chunk back, leaving nothing on the
+    /// lists, so the next join was due after another kilobyte) joined once every ten
+    /// allocations: 300 times slower than `malloc` with 1600 chunks. Now a join waits
+    /// for a sixteenth of the heap to be free, which pays for the walk.
+    #[test]
+    fn joins_are_paid_by_bytes_freed_in_proportion_to_the_heap() {
+        let mut h = Heap::new(true);
+        let mut keep: Vec<_> = (0..200_000).map(|_| alloc(&mut h, 32)).collect();
+        // The newest chunk full, as a state's heap is after a while.
+        while h.end as usize - h.bump as usize >= GRAIN {
+            keep.push(alloc(&mut h, 16));
+        }
+        // A join now, so that the next one is due after `MIN_CHUNK` bytes at most.
+        let spare: Vec<_> = (0..200).map(|_| alloc(&mut h, 256)).collect();
+        for p in spare {
+            resize(&mut h, p, 256, 0);
+        }
+        let big = alloc(&mut h, 60_000);
+        resize(&mut h, big, 60_000, 0);
+        JOINS.with(|c| c.set(0));
+        let rounds = 10_000;
+        let mut young = Vec::new();
+        for _ in 0..rounds {
+            young.extend((0..9).map(|_| alloc(&mut h, 256)));
+            for p in young.drain(..) {
+                resize(&mut h, p, 256, 0);
+            }
+            let big = alloc(&mut h, 1000);
+            resize(&mut h, big, 1000, 0);
+        }
+        let joins = JOINS.with(|c| c.get());
+        assert!(joins < rounds / 100, "{joins} joins in {rounds} rounds");
+        for p in keep {
+            resize(&mut h, p, 32, 0);
         }
     }
 
