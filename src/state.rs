@@ -139,9 +139,8 @@ impl ChildState {
 
     /// The bytes the state holds: what it uses now, as its allocator counts them
     /// (every allocation, including what Lua's collector does not count, such as 5.5's
-    /// external strings), plus what its heap keeps for later (freed small blocks go
-    /// back to the system only when the state closes); `None` when the state has
-    /// LuaJIT's own allocator.
+    /// external strings), plus the free memory its heap keeps for its next objects;
+    /// `None` when the state has LuaJIT's own allocator.
     ///
     /// Only the thread using the state may call this (the allocator updates the counts
     /// without synchronisation).
@@ -183,17 +182,20 @@ unsafe extern "C" fn llthreads_budget_alloc_v1(
 ) -> *mut c_void {
     // SAFETY: (1) `ud` is the boxed `Owned`, alive while the state is (see
     // `ChildState`); (2) only the thread currently using the state calls its
-    // allocator, so the exclusive borrow is unique; (3) `ptr` was returned by this
-    // allocator (or is null) and Lua passes its size as `osize`, as `Heap` requires.
+    // allocator, so the exclusive borrows are unique; they cover the budget and the
+    // heap only, not the warning mode, which the warning function reaches through a
+    // pointer of its own; (3) `ptr` was returned by this allocator (or is null) and
+    // Lua passes its size as `osize`, as `Heap` requires.
     unsafe {
-        let owned = &mut *(ud as *mut Owned);
-        let budget = &mut owned.budget;
+        let owned = ud as *mut Owned;
+        let budget = &mut *std::ptr::addr_of_mut!((*owned).budget);
+        let heap = &mut *std::ptr::addr_of_mut!((*owned).heap);
         // For a new block (`ptr` null) Lua 5.4 passes a type tag in `osize`.
         let old = if ptr.is_null() { 0 } else { osize };
         if nsize > old && budget.used - old + nsize > budget.limit {
             return std::ptr::null_mut();
         }
-        let new = owned.heap.realloc(ptr, old, nsize);
+        let new = heap.realloc(ptr, old, nsize);
         if !new.is_null() || nsize == 0 {
             budget.used = budget.used - old + nsize;
         }
@@ -223,6 +225,7 @@ pub unsafe fn budget_limit(l: RawState) -> Option<usize> {
     let limit = unsafe { std::ptr::addr_of!((*(ud as *const Budget)).limit).read() };
     (limit != usize::MAX).then_some(limit)
 }
+
 /// Runs `f` with the memory limit of `l` lifted, when `l` has one (its allocator
 /// still counts every byte). For Lua 5.5's `lua_dump`, which allocates in the state
 /// dumped from (a table of the strings already written) and would raise "not enough
@@ -275,8 +278,8 @@ fn is_budget_alloc_of_another_copy(alloc: ffi::lua_Alloc) -> bool {
 }
 
 /// Panic function for our states (`lua_newstate`, unlike `luaL_newstate`, installs
-/// none), with the stock one's message. Only reachable through a bug: every call that can raise on a child
-/// state runs protected.
+/// none), with the stock one's message. Only reachable through a bug: every call that
+/// can raise on a child state runs protected.
 unsafe extern "C-unwind" fn panic_handler(l: RawState) -> c_int {
     // SAFETY: Lua calls this with the error object on top of `l`.
     let msg = unsafe { crate::raw::string_at(l, -1) }.unwrap_or(b"(error object is not a string)");
