@@ -99,8 +99,12 @@ pub(crate) unsafe fn raise(l: RawState, what: Raise) -> ! {
 pub(crate) unsafe fn guarded<T>(l: RawState, work: impl FnOnce() -> T) -> T {
     match barrier::catch(work) {
         Ok(value) => value,
-        // SAFETY: forwarded contract; nothing of `work` is left.
-        Err(panicked) => unsafe { raise(l, Raise::Panic(panicked)) },
+        Err(panicked) => {
+            // Out of its box first: the frame that raises owns nothing.
+            let panicked = *panicked;
+            // SAFETY: forwarded contract; nothing of `work` is left.
+            unsafe { raise(l, Raise::Panic(panicked)) }
+        }
     }
 }
 

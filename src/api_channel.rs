@@ -283,7 +283,9 @@ enum Outcome {
     Fail(&'static str),
     /// `item, nil, "closed"` for item `i` (from 1) of `select`'s list.
     Closed(usize),
-    Raise(Raise),
+    /// Boxed: a [`Raise`] holds its message text inline, and an `Outcome` that large
+    /// was copied several times on every send and receive.
+    Raise(Box<Raise>),
     /// `send` met a C function to send by name: look the names up, then send again.
     NeedNames,
 }
@@ -292,7 +294,7 @@ fn failure(failed: Failed, module: Option<Module>) -> Outcome {
     match failed {
         Failed::Timeout => Outcome::Fail("timeout"),
         Failed::Closed => Outcome::Fail("closed"),
-        Failed::Interrupted => Outcome::Raise(interrupted(module)),
+        Failed::Interrupted => Outcome::Raise(Box::new(interrupted(module))),
     }
 }
 
@@ -308,7 +310,11 @@ unsafe fn finish(l: RawState, outcome: Outcome) -> c_int {
                 ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer);
                 fail(l, "closed") + 1
             }
-            Outcome::Raise(what) => raise(l, what),
+            Outcome::Raise(what) => {
+                // Out of its box first: the frame that raises owns nothing.
+                let what = *what;
+                raise(l, what)
+            }
             Outcome::NeedNames => raise(l, CopyError::NeedNames.into()),
         }
     }
@@ -363,7 +369,7 @@ unsafe fn send(
     } {
         Ok(msg) => msg,
         Err(CopyError::NeedNames) => return Outcome::NeedNames,
-        Err(e) => return Outcome::Raise(e.into()),
+        Err(e) => return Outcome::Raise(Box::new(e.into())),
     };
     let mut module = None;
     let sent = channel.send(msg, wait, &mut interrupt_check(&mut module));
@@ -410,7 +416,7 @@ unsafe fn receive(l: RawState, channel: *const Channel, wait: Wait) -> Outcome {
                     }
                     Err(()) => {
                         channel.requeue(msg);
-                        Outcome::Raise(Raise::Top)
+                        Outcome::Raise(Box::new(Raise::Top))
                     }
                 }
             }
@@ -603,7 +609,7 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
                         if let Source::Channel(channel) = &sources[i] {
                             channel.requeue(msg);
                         }
-                        Outcome::Raise(Raise::Top)
+                        Outcome::Raise(Box::new(Raise::Top))
                     }
                 }
             }
@@ -614,7 +620,7 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
                 Outcome::Pushed(2)
             }
             Fired::Timeout => Outcome::Fail("timeout"),
-            Fired::Interrupted => Outcome::Raise(interrupted(module)),
+            Fired::Interrupted => Outcome::Raise(Box::new(interrupted(module))),
         }
     }
 }
