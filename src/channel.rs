@@ -14,6 +14,13 @@
 //! condition still holds: no wake-up is lost, and one message wakes one receiver, not
 //! all of them.
 //!
+//! An unbounded channel splits its queue in two: senders append under that mutex,
+//! receivers take from an older part under a lock of their own, and a receiver that
+//! finds the older part empty takes both locks and moves everything queued over in
+//! one swap ([`Head`]). A stream from one thread to another then rarely has both
+//! sides on the same lock. Registering to wait takes both locks, so the check that
+//! both parts are empty and the registration still happen under the senders' lock.
+//!
 //! A rendezvous keeps offers instead of a buffer: each sender queues its message with
 //! a sequence number and its waiter, and waits until a receiver took it (the receiver
 //! wakes exactly that sender) or withdraws it when its wait ends first. Closing the
@@ -25,7 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::message::Message;
 use crate::wait::{self, expired, WaitList, Waiter};
@@ -118,11 +126,14 @@ impl Inner {
     /// more threads than CPUs (8 producers and 8 consumers on 2 CPUs) those futile
     /// wake-ups took most of the time. No message is left waiting while a receiver
     /// is parked: whoever changes the queue or comes back to it calls this.
-    fn signal_receiver(&mut self) -> Option<Arc<Waiter>> {
+    /// `apart`: the messages on the receivers' side ([`Channel::head`]), which may
+    /// have been taken since it was read: a count too high wakes a receiver in vain,
+    /// never leaves one parked.
+    fn signal_receiver(&mut self, apart: usize) -> Option<Arc<Waiter>> {
         if self.receivers.is_empty() {
             return None;
         }
-        let waiting = self.queue.len() + self.offers.len();
+        let waiting = self.queue.len() + self.offers.len() + apart;
         if self.receiver_signalled.len() >= waiting.min(wait::wake_limit()) {
             return None;
         }
@@ -155,21 +166,69 @@ impl Inner {
     }
 }
 
+/// The layout keeps apart what different threads write: the lock with the queue it
+/// guards (every send and receive), the buffers for reuse, and, in front of the
+/// channel, the `Arc`'s counts (a receiver takes a reference for each delivery). On
+/// one cache line, a receiver's count update and a sender's lock kept taking the
+/// line from each other: a tenth of a producer-consumer stream went to that alone.
+#[repr(C)]
 pub struct Channel {
-    inner: Mutex<Inner>,
-    /// Messages there to take, and whether the channel is closed: copies of what
+    /// First, and a cache line pair on its own: it aligns the channel, so the counts
+    /// in front of it are on their own line.
+    inner: CachePadded<Mutex<Inner>>,
+    /// Messages there to take in `inner` (an unbounded channel's receivers' side
+    /// counts apart, in `head`), and whether the channel is closed: copies of what
     /// `inner` says, stored under its lock, read without it by a thread that watches
     /// for a change for a moment before it registers and parks.
     ready: AtomicUsize,
     shut: AtomicBool,
-    /// Buffers of delivered messages, for senders to reuse ([`Channel::spare`]).
-    spares: Mutex<Spares>,
-    /// `spares.bytes`, read without the lock: stored under it.
-    spare_bytes: AtomicUsize,
     /// `None`: unbounded; `Some(0)`: rendezvous.
     capacity: Option<usize>,
     /// Set for a named channel: its key in [`NAMED`].
     name: Option<Box<[u8]>>,
+    /// Buffers of delivered messages, for senders to reuse ([`Channel::spare`]).
+    spares: CachePadded<SpareStore>,
+    /// The receivers' side of an unbounded channel's queue (unused otherwise).
+    head: CachePadded<Head>,
+}
+
+/// The older part of an unbounded channel's queue, under a lock of its own, so that
+/// senders (who append to `Inner::queue`) and receivers (who take from here) do not
+/// take the same lock for every message. A receiver that finds it empty takes the
+/// channel's lock too and moves everything queued over in one swap. Both locks are
+/// always taken in this order: `head`, then `inner`.
+///
+/// With one lock for both, a producer and a consumer on two CPUs spent most of a
+/// stream of numbers waiting for that lock or moving its cache line between them.
+struct Head {
+    queue: Mutex<VecDeque<Msg>>,
+    /// `queue`'s length, stored under its lock, read without it.
+    len: AtomicUsize,
+}
+
+/// Both locks of a channel, in their order ([`Channel::lock`]).
+struct Locked<'a> {
+    /// `None` for a bounded channel or a rendezvous.
+    head: Option<MutexGuard<'a, VecDeque<Msg>>>,
+    inner: MutexGuard<'a, Inner>,
+}
+
+struct SpareStore {
+    lock: Mutex<Spares>,
+    /// `lock`'s `bytes`, read without the lock: stored under it.
+    bytes: AtomicUsize,
+}
+
+/// Takes the front message of a queue. A queue that held many messages gives its
+/// memory back as it drains (halving when a quarter is used: each message is moved
+/// O(1) times).
+fn pop_front(queue: &mut VecDeque<Msg>) -> Option<Msg> {
+    let msg = queue.pop_front()?;
+    let capacity = queue.capacity();
+    if capacity > SHRINK_ABOVE && queue.len() < capacity / 4 {
+        queue.shrink_to(capacity / 2);
+    }
+    Some(msg)
 }
 
 /// Wakes the waiters given (after the lock that chose them was released).
@@ -194,9 +253,11 @@ impl Channel {
         Channel {
             ready: AtomicUsize::new(0),
             shut: AtomicBool::new(false),
-            spares: Mutex::new(Spares::default()),
-            spare_bytes: AtomicUsize::new(0),
-            inner: Mutex::new(Inner {
+            spares: CachePadded::new(SpareStore {
+                lock: Mutex::new(Spares::default()),
+                bytes: AtomicUsize::new(0),
+            }),
+            inner: CachePadded::new(Mutex::new(Inner {
                 queue: VecDeque::new(),
                 offers: VecDeque::new(),
                 next_seq: 0,
@@ -206,9 +267,13 @@ impl Channel {
                 senders: WaitList::new(),
                 receiver_signalled: Vec::new(),
                 sender_signalled: Vec::new(),
-            }),
+            })),
             capacity,
             name,
+            head: CachePadded::new(Head {
+                queue: Mutex::new(VecDeque::new()),
+                len: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -236,8 +301,8 @@ impl Channel {
     /// a receiver when there is one that fits, else a new one.
     pub fn spare(&self, len: usize) -> Vec<u8> {
         // Never waits for the lock: a new buffer costs less than waiting.
-        if self.spare_bytes.load(Ordering::Relaxed) > 0 {
-            let Some(mut spares) = self.spares.try_lock() else {
+        if self.spares.bytes.load(Ordering::Relaxed) > 0 {
+            let Some(mut spares) = self.spares.lock.try_lock() else {
                 return Vec::with_capacity(len.max(64));
             };
             // Big enough, and not so big that a small message pins a large block.
@@ -247,7 +312,7 @@ impl Channel {
             if let Some(pos) = spares.buffers[from..].iter().rposition(fits) {
                 let buf = spares.buffers.swap_remove(from + pos);
                 spares.bytes -= buf.capacity();
-                self.spare_bytes.store(spares.bytes, Ordering::Relaxed);
+                self.spares.bytes.store(spares.bytes, Ordering::Relaxed);
                 return buf;
             }
         }
@@ -256,7 +321,7 @@ impl Channel {
 
     /// Takes back the buffer of a message that was delivered, for a later send.
     pub fn recycle(&self, msg: Msg) {
-        if self.spare_bytes.load(Ordering::Relaxed) >= SPARE_TOTAL {
+        if self.spares.bytes.load(Ordering::Relaxed) >= SPARE_TOTAL {
             return;
         }
         let Some(buf) = msg.into_buffer() else {
@@ -265,13 +330,13 @@ impl Channel {
         if buf.capacity() > SPARE_BYTES {
             return;
         }
-        let Some(mut spares) = self.spares.try_lock() else {
+        let Some(mut spares) = self.spares.lock.try_lock() else {
             return;
         };
         if spares.bytes + buf.capacity() <= SPARE_TOTAL {
             spares.bytes += buf.capacity();
             spares.buffers.push(buf);
-            self.spare_bytes.store(spares.bytes, Ordering::Relaxed);
+            self.spares.bytes.store(spares.bytes, Ordering::Relaxed);
         }
     }
 
@@ -282,8 +347,9 @@ impl Channel {
     /// Messages queued: buffered ones, and rendezvous messages whose sender no longer
     /// waits (offers still waiting for a receiver are their senders', not queued).
     pub fn len(&self) -> usize {
-        let inner = self.inner.lock();
-        inner.queue.len() + inner.offers.iter().filter(|o| o.sender.is_none()).count()
+        let l = self.lock();
+        let apart = l.head.as_ref().map_or(0, |h| h.len());
+        apart + l.inner.queue.len() + l.inner.offers.iter().filter(|o| o.sender.is_none()).count()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -323,17 +389,46 @@ impl Channel {
         drop(withdrawn);
     }
 
+    /// Both locks, in their order: the receivers' side of an unbounded channel's
+    /// queue, then the channel's.
+    fn lock(&self) -> Locked<'_> {
+        let head = self.capacity.is_none().then(|| self.head.queue.lock());
+        Locked {
+            head,
+            inner: self.inner.lock(),
+        }
+    }
+
+    /// Messages on the receivers' side, read without its lock.
+    fn apart(&self) -> usize {
+        self.head.len.load(Ordering::Acquire)
+    }
+
+    /// Takes the front message of the receivers' side (under its lock).
+    fn take_apart(&self, head: &mut VecDeque<Msg>) -> Option<Msg> {
+        let msg = pop_front(head)?;
+        self.head.len.store(head.len(), Ordering::Release);
+        Some(msg)
+    }
+
     /// Takes the next message, if any, with the waiter to wake for it: a sender now
     /// that there is room (unless one is on its way already), or the rendezvous
-    /// sender whose offer it was.
-    fn take(&self, inner: &mut Inner) -> Option<(Msg, Option<Arc<Waiter>>)> {
-        if let Some(msg) = inner.queue.pop_front() {
-            // A queue that held many messages gives its memory back as it drains
-            // (halving when a quarter is used: each message is moved O(1) times).
-            let capacity = inner.queue.capacity();
-            if capacity > SHRINK_ABOVE && inner.queue.len() < capacity / 4 {
-                inner.queue.shrink_to(capacity / 2);
+    /// sender whose offer it was. `head`: the receivers' side of an unbounded
+    /// channel, locked.
+    fn take(
+        &self,
+        inner: &mut Inner,
+        head: Option<&mut VecDeque<Msg>>,
+    ) -> Option<(Msg, Option<Arc<Waiter>>)> {
+        if let Some(head) = head {
+            if head.is_empty() && !inner.queue.is_empty() {
+                // Everything the senders queued moves over at once.
+                std::mem::swap(head, &mut inner.queue);
+                self.publish(inner);
             }
+            return self.take_apart(head).map(|msg| (msg, None));
+        }
+        if let Some(msg) = pop_front(&mut inner.queue) {
             self.publish(inner);
             let wake = inner.signal_sender(self.capacity);
             return Some((msg, wake));
@@ -352,7 +447,9 @@ impl Channel {
     /// Watches, for a moment and without the lock, for a message or the close.
     fn spin_for_message(&self, deadline: Option<Instant>) -> bool {
         wait::spin_until(deadline, || {
-            self.ready.load(Ordering::Acquire) > 0 || self.shut.load(Ordering::Acquire)
+            self.ready.load(Ordering::Acquire) > 0
+                || self.apart() > 0
+                || self.shut.load(Ordering::Acquire)
         })
     }
 
@@ -369,33 +466,34 @@ impl Channel {
     /// receivers when it got one.
     fn take_for(
         &self,
-        inner: &mut Inner,
+        l: &mut Locked<'_>,
         w: Option<&Arc<Waiter>>,
     ) -> Option<(Msg, [Option<Arc<Waiter>>; 2])> {
+        let inner = &mut *l.inner;
         if let Some(w) = w {
             inner.receiver_back(w);
         }
-        let (msg, sender) = self.take(inner)?;
+        let (msg, sender) = self.take(inner, l.head.as_deref_mut())?;
         if let Some(w) = w {
             inner.receivers.remove(w);
         }
-        Some((msg, [sender, inner.signal_receiver()]))
+        Some((msg, [sender, inner.signal_receiver(self.apart())]))
     }
 
     /// Takes a message if there is one. Otherwise, with `register`, adds that waiter
     /// to the receivers, to be woken when a message comes or the channel closes.
     pub fn poll_receive(&self, register: Option<&Arc<Waiter>>) -> Polled {
-        let mut inner = self.inner.lock();
-        if let Some((msg, wake)) = self.take_for(&mut inner, register) {
-            drop(inner);
+        let mut l = self.lock();
+        if let Some((msg, wake)) = self.take_for(&mut l, register) {
+            drop(l);
             wake_each(wake);
             return Polled::Message(msg);
         }
-        if inner.closed {
+        if l.inner.closed {
             return Polled::Closed;
         }
         if let Some(w) = register {
-            inner.receivers.register(w);
+            l.inner.receivers.register(w);
         }
         Polled::Empty
     }
@@ -404,17 +502,17 @@ impl Channel {
     /// still there, the next receiver is woken instead.
     pub fn leave_receivers(&self, w: &Arc<Waiter>) {
         let mut inner = self.inner.lock();
-        let next = Self::pass_on_receive(&mut inner, w);
+        let next = self.pass_on_receive(&mut inner, w);
         drop(inner);
         if let Some(next) = next {
             next.wake();
         }
     }
 
-    fn pass_on_receive(inner: &mut Inner, w: &Arc<Waiter>) -> Option<Arc<Waiter>> {
+    fn pass_on_receive(&self, inner: &mut Inner, w: &Arc<Waiter>) -> Option<Arc<Waiter>> {
         inner.receiver_back(w);
         inner.receivers.remove(w);
-        inner.signal_receiver()
+        inner.signal_receiver(self.apart())
     }
 
     /// Receives a message, waiting as `wait` says. `interrupted` is asked before each
@@ -424,16 +522,28 @@ impl Channel {
         wait: Wait,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Msg, Failed> {
-        let mut inner = self.inner.lock();
-        if let Some((msg, wake)) = self.take_for(&mut inner, None) {
-            drop(inner);
+        let mut l = if self.capacity.is_none() {
+            let mut head = self.head.queue.lock();
+            // The common case of a stream: no other lock to take.
+            if let Some(msg) = self.take_apart(&mut head) {
+                return Ok(msg);
+            }
+            Locked {
+                head: Some(head),
+                inner: self.inner.lock(),
+            }
+        } else {
+            self.lock()
+        };
+        if let Some((msg, wake)) = self.take_for(&mut l, None) {
+            drop(l);
             wake_each(wake);
             return Ok(msg);
         }
-        if inner.closed {
+        if l.inner.closed {
             return Err(Failed::Closed);
         }
-        drop(inner);
+        drop(l);
         let Wait::Until(deadline) = wait else {
             return Err(Failed::Timeout);
         };
@@ -446,12 +556,13 @@ impl Channel {
         }
         let w = wait::current();
         loop {
-            let mut inner = self.inner.lock();
-            if let Some((msg, wake)) = self.take_for(&mut inner, Some(&w)) {
-                drop(inner);
+            let mut l = self.lock();
+            if let Some((msg, wake)) = self.take_for(&mut l, Some(&w)) {
+                drop(l);
                 wake_each(wake);
                 return Ok(msg);
             }
+            let inner = &mut *l.inner;
             if inner.closed {
                 inner.receiver_back(&w);
                 inner.receivers.remove(&w);
@@ -465,8 +576,8 @@ impl Channel {
                 None
             };
             if let Some(failed) = failed {
-                let next = Self::pass_on_receive(&mut inner, &w);
-                drop(inner);
+                let next = self.pass_on_receive(inner, &w);
+                drop(l);
                 if let Some(next) = next {
                     next.wake();
                 }
@@ -476,7 +587,7 @@ impl Channel {
             // that another receiver took first): it waits again.
             inner.receiver_back(&w);
             inner.receivers.register(&w);
-            drop(inner);
+            drop(l);
             w.park(deadline);
         }
     }
@@ -484,11 +595,17 @@ impl Channel {
     /// Puts back a message that a receiver took but could not deliver (its state ran
     /// out of memory), at the front: it is received next.
     pub fn requeue(&self, msg: Msg) {
-        let mut inner = self.inner.lock();
-        inner.queue.push_front(msg);
-        self.publish(&inner);
-        let next = inner.signal_receiver();
-        drop(inner);
+        let mut l = self.lock();
+        match l.head.as_deref_mut() {
+            Some(head) => {
+                head.push_front(msg);
+                self.head.len.store(head.len(), Ordering::Release);
+            }
+            None => l.inner.queue.push_front(msg),
+        }
+        self.publish(&l.inner);
+        let next = l.inner.signal_receiver(self.apart());
+        drop(l);
         if let Some(next) = next {
             next.wake();
         }
@@ -521,13 +638,18 @@ impl Channel {
                 return Err(Failed::Closed);
             }
             if self.capacity.is_none_or(|c| inner.queue.len() < c) {
-                inner.queue.extend(msg.take());
+                if let Some(msg) = msg.take() {
+                    inner.queue.push_back(msg);
+                }
                 self.publish(&inner);
                 if let Some(w) = &w {
                     inner.senders.remove(w);
                 }
                 // The room left, if any, goes to the next sender.
-                let wake = [inner.signal_receiver(), inner.signal_sender(self.capacity)];
+                let wake = [
+                    inner.signal_receiver(self.apart()),
+                    inner.signal_sender(self.capacity),
+                ];
                 drop(inner);
                 wake_each(wake);
                 return Ok(());
@@ -821,6 +943,81 @@ mod tests {
             .collect();
         all.sort();
         assert_eq!(all, (0..8 * per).collect::<Vec<_>>());
+    }
+
+    /// The receivers' side of an unbounded channel: every message once, in order per
+    /// sender, while receivers swap batches over, register, park and are woken.
+    #[test]
+    fn unbounded_many_to_many_keeps_each_senders_order() {
+        let ch = Channel::new(None);
+        let per: i64 = 5000;
+        let producers: Vec<_> = (0..4)
+            .map(|p| {
+                let ch = Arc::clone(&ch);
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        ch.send(Msg::integer(p * per + i), FOREVER, &mut || false)
+                            .unwrap();
+                        if i % 512 == 0 {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let ch = Arc::clone(&ch);
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Ok(m) = ch.receive(FOREVER, &mut || false) {
+                        got.push(int(&m));
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        ch.close();
+        let got: Vec<Vec<i64>> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        for seen in &got {
+            for p in 0..4 {
+                let mine: Vec<i64> = seen.iter().copied().filter(|v| v / per == p).collect();
+                assert!(mine.windows(2).all(|w| w[0] < w[1]), "out of order");
+            }
+        }
+        let mut all: Vec<i64> = got.into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(all, (0..4 * per).collect::<Vec<_>>());
+        assert_eq!(ch.len(), 0);
+    }
+
+    /// A receiver that swapped a batch over and took one message leaves the rest
+    /// where a parked receiver is woken for them, and `len` and a put-back message
+    /// count that part too.
+    #[test]
+    fn a_swapped_batch_wakes_a_parked_receiver_and_counts_in_len() {
+        let ch = Channel::new(None);
+        for i in 0..3 {
+            ch.send(Msg::integer(i), Wait::Now, &mut never()).unwrap();
+        }
+        assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 0);
+        assert_eq!(ch.len(), 2);
+        let back = ch.receive(Wait::Now, &mut never()).unwrap();
+        ch.requeue(back);
+        assert_eq!(ch.len(), 2);
+        // A receiver registered while both parts were empty is woken by a send.
+        assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 1);
+        assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 2);
+        let waiter = {
+            let ch = Arc::clone(&ch);
+            std::thread::spawn(move || int(&ch.receive(FOREVER, &mut never()).unwrap()))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        ch.send(Msg::integer(7), Wait::Now, &mut never()).unwrap();
+        assert_eq!(waiter.join().unwrap(), 7);
     }
 
     /// Waiters registered with `register`, and how many of them were woken.
