@@ -108,6 +108,43 @@ describe("llthreads.pool", function()
     pool:close()
   end)
 
+  -- The submitting state keeps the bytecode of a function it submits again (so a
+  -- loop of submits does not dump it every time); what a task sees must not change.
+  describe("a function submitted many times", function()
+    it("runs with its upvalues as they are at each submit, debug.setupvalue included", function()
+      local pool = llthreads.pool{ size = 1 }
+      local n = 0
+      local function f(x) return x + n end
+      for i = 1, 5 do
+        n = i * 10
+        H.assert_values({ true, i * 10 + 1, n = 2 }, values(pool:submit(f, 1)))
+      end
+      assert.are.equal("n", debug.setupvalue(f, 1, 1000))
+      H.assert_values({ true, 1001, n = 2 }, values(pool:submit(f, 1)))
+      pool:close()
+    end)
+
+    it("is told apart from other functions, also from new ones made where collected ones were", function()
+      local pool = llthreads.pool{ size = 1 }
+      for round = 1, 3 do
+        local tasks = {}
+        for i = 1, 40 do
+          local f = assert((loadstring or load)("return " .. (round * 100 + i)))
+          tasks[i] = { pool:submit(f), pool:submit(f), pool:submit(f) }
+        end
+        for i = 1, 40 do
+          for _, t in ipairs(tasks[i]) do
+            H.assert_values({ true, round * 100 + i, n = 2 }, values(t))
+          end
+        end
+        tasks = nil
+        collectgarbage()
+        collectgarbage()
+      end
+      pool:close()
+    end)
+  end)
+
   it("refuses what cannot be copied at submit, before anything is queued", function()
     local pool = llthreads.pool{ size = 1 }
     local handle = io.stdout

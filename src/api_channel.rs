@@ -327,12 +327,15 @@ unsafe extern "C-unwind" fn l_send(l: RawState) -> c_int {
     unsafe {
         let mut names_fresh = false;
         loop {
+            // First: on 5.1 and LuaJIT it may run finalizers, whose Lua code can
+            // replace this frame's values (`debug.setlocal`) and have the channel
+            // collected; nothing read before it could be trusted after it.
+            let levels = prepare_source(l, 2, 2);
             let channel = check_channel(l, 1);
             if ffi::lua_isnoneornil(l, 2) != 0 {
                 arg_error(l, 2, c"nil cannot be sent");
             }
             let wait = check_wait(l, 3);
-            let levels = prepare_source(l, 2, 2);
             let outcome = guarded(l, || send(l, &*channel, wait, levels, names_fresh));
             if matches!(outcome, Outcome::NeedNames) && !names_fresh {
                 // Lua code may run here (finalizers), so everything is checked again.

@@ -17,7 +17,9 @@ use crate::api_spawn::{
     check_boolean, check_bytes, option_error, option_name, push_paths, type_error, unknown_option,
 };
 use crate::channel::{Msg, Wait};
-use crate::copy::{c_function_names, deliver, encode, prepare_source, reserve, CopyError, Rules};
+use crate::copy::{
+    c_function_names, deliver, encode, prepare_source, remember_function, reserve, CopyError, Rules,
+};
 use crate::names::Module;
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
@@ -448,6 +450,9 @@ unsafe fn new_pool(l: RawState, module: Module) -> c_int {
 /// Called from a C function Lua called, owning nothing; the values are on the stack
 /// with LUA_MINSTACK free slots above.
 unsafe fn encode_values(l: RawState, first: c_int, last: c_int) -> Result<Vec<Msg>, Raise> {
+    // SAFETY: see the function's contract: nothing is owned yet, and `l_submit`
+    // checks its pool again once no Lua code can run any more.
+    unsafe { remember_function(l, first) };
     let mut names_fresh = false;
     loop {
         // SAFETY: see the function's contract; the names are looked up (a protected

@@ -1662,12 +1662,148 @@ pub unsafe fn c_function_names(l: RawState) {
     unsafe { protected(l, 0, 0, &mut body) };
 }
 
-/// Dumps the Lua function at `from[idx]` into `buf` (debug information kept, so a
-/// copy's errors name its source and lines). `false` when Lua refuses.
+/// Registry key of a state's table of the bytecode of functions it copied more than
+/// once: weak keys, the functions; values, `true` after the first copy and the
+/// bytecode string from the second on. A closure's bytecode never changes (the
+/// debug library changes upvalues, not code), so a function submitted to a pool in a
+/// loop is dumped twice, not once per task: on 5.5 each dump also leaves a table of
+/// garbage in the source state, and a loop of submits ran at half the speed of a loop
+/// of source strings.
+static DUMPS: u8 = 0;
+
+/// What [`DUMPS`] has for a function.
+enum Remembered<'a> {
+    Nothing,
+    Seen,
+    Bytecode(&'a [u8]),
+}
+
+/// Looks the function at `from[idx]` up in [`DUMPS`]. The bytes are the string's in
+/// the table, alive while the function is (it is on the stack) and no Lua code runs.
 ///
 /// # Safety
-/// `from` is valid with a free slot; `from[idx]` is a Lua function. Raises nothing.
+/// `from` is valid with two free slots. Raises nothing, allocates nothing.
+unsafe fn remembered<'a>(from: RawState, idx: c_int) -> Remembered<'a> {
+    // SAFETY: see the function's contract; raw gets do not allocate.
+    unsafe {
+        let idx = ffi::lua_absindex(from, idx);
+        let top = ffi::lua_gettop(from);
+        let mut found = Remembered::Nothing;
+        if registry_get(from, &DUMPS) == ffi::LUA_TTABLE {
+            ffi::lua_pushvalue(from, idx);
+            ffi::lua_rawget(from, -2);
+            found = match ffi::lua_type(from, -1) {
+                ffi::LUA_TSTRING => {
+                    let mut len = 0;
+                    let p = ffi::lua_tolstring(from, -1, &mut len);
+                    Remembered::Bytecode(std::slice::from_raw_parts(p.cast::<u8>(), len))
+                }
+                ffi::LUA_TNIL => Remembered::Nothing,
+                _ => Remembered::Seen,
+            };
+        }
+        ffi::lua_settop(from, top);
+        found
+    }
+}
+
+/// Notes in [`DUMPS`] that the Lua function at `l[idx]` is being copied: the first
+/// time as seen, the second time with its bytecode, for later copies to reuse. A
+/// failure (out of memory) leaves the table as it was: the copy dumps as before.
+/// Only functions copied twice take a string, so a new closure per copy costs a
+/// table slot, not a second copy of its bytecode.
+///
+/// # Safety
+/// `l` is valid and used by this thread only, in a frame owning nothing: this runs a
+/// protected call on `l`, so its hooks and finalizers may run (and change any value
+/// of the caller's frame).
+pub unsafe fn remember_function(l: RawState, idx: c_int) {
+    // SAFETY: an index conversion.
+    let idx = unsafe { ffi::lua_absindex(l, idx) };
+    // SAFETY: see the function's contract; type and raw reads, `reserve` (never
+    // raises), and the dump, outside the protected call so that a raise there could
+    // not skip `code`.
+    let code = unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TFUNCTION
+            || ffi::lua_iscfunction(l, idx) != 0
+            || reserve(l, 4).is_err()
+        {
+            return;
+        }
+        let code = match remembered(l, idx) {
+            Remembered::Bytecode(_) => return,
+            Remembered::Nothing => None,
+            Remembered::Seen => {
+                let mut code = Vec::new();
+                if !dump_now(l, idx, &mut code) {
+                    return;
+                }
+                Some(code)
+            }
+        };
+        code
+    };
+    // SAFETY: `reserve` made the room.
+    let top = unsafe { ffi::lua_gettop(l) };
+    // SAFETY: as above.
+    unsafe { ffi::lua_pushvalue(l, idx) };
+    let mut body = |l: RawState| -> c_int {
+        // SAFETY: protected on `l`, the function its one argument; the body owns
+        // nothing (`code` is the caller's).
+        unsafe {
+            if registry_get(l, &DUMPS) != ffi::LUA_TTABLE {
+                ffi::lua_pop(l, 1);
+                ffi::lua_newtable(l);
+                ffi::lua_newtable(l);
+                ffi::lua_pushstring(l, c"k".as_ptr());
+                ffi::lua_setfield(l, -2, c"__mode".as_ptr());
+                ffi::lua_setmetatable(l, -2);
+                ffi::lua_pushvalue(l, -1);
+                registry_set(l, &DUMPS);
+            }
+            ffi::lua_pushvalue(l, 1);
+            match &code {
+                Some(code) => push_bytes(l, code),
+                None => ffi::lua_pushboolean(l, 1),
+            }
+            ffi::lua_rawset(l, -3);
+        }
+        0
+    };
+    // SAFETY: the function is on top and `reserve` made the room; the body owns
+    // nothing and does not panic. A failure leaves the table as it was, and its error
+    // goes with the stack reset.
+    unsafe {
+        protected(l, 1, 0, &mut body);
+        ffi::lua_settop(l, top);
+    }
+}
+
+/// Dumps the Lua function at `from[idx]` into `buf` (debug information kept, so a
+/// copy's errors name its source and lines), or takes the bytecode [`DUMPS`] keeps
+/// for it. `false` when Lua refuses.
+///
+/// # Safety
+/// `from` is valid with two free slots; `from[idx]` is a Lua function. Raises nothing.
 unsafe fn dump(from: RawState, idx: c_int, buf: &mut Vec<u8>) -> bool {
+    // SAFETY: see the function's contract.
+    if let Remembered::Bytecode(code) = unsafe { remembered(from, idx) } {
+        buf.clear();
+        if buf.try_reserve(code.len()).is_err() {
+            return false;
+        }
+        buf.extend_from_slice(code);
+        return true;
+    }
+    // SAFETY: the same contract.
+    unsafe { dump_now(from, idx, buf) }
+}
+
+/// [`dump`] by `lua_dump`.
+///
+/// # Safety
+/// As for [`dump`].
+unsafe fn dump_now(from: RawState, idx: c_int, buf: &mut Vec<u8>) -> bool {
     /// # Safety
     /// Called by `lua_dump` with `ud` the `Vec<u8>` given to it.
     unsafe extern "C-unwind" fn write(
