@@ -1,8 +1,8 @@
 -- Property test of the task pool: rounds with a random pool (size, bounded or not,
 -- max_tasks recycling), random tasks (return their own token, raise, spin until
--- interrupted, wait a little), submits with random timeouts, interrupts of random
--- tasks, and a close (cancelling or not) at a random moment. Whatever the
--- interleaving:
+-- interrupted, wait a little, submit a task of their own to the pool they run in and
+-- wait for it a moment), submits with random timeouts, interrupts of random tasks,
+-- and a close (cancelling or not) at a random moment. Whatever the interleaving:
 --   * every task that was queued is joined exactly once with its own outcome: its
 --     own token back, its own error, the interrupt error (only for a task that was
 --     interrupted), or "cancelled" (only after a cancelling close);
@@ -53,7 +53,7 @@ describe(("the pool, under random tasks and closes (seed %d)"):format(SEED), fun
           assert(pool:close(LIMIT_MS, cancel), "close timed out")
           closed = true
         end
-        local kind = ({ "return", "error", "spin", "wait" })[r(4)]
+        local kind = ({ "return", "error", "spin", "wait", "nested" })[r(5)]
         local token = round * 1000 + i
         local timeout = ({ false, 0, 5 })[r(3)]
         local t, why = pool:submit(timeout and { timeout = timeout } or {}, function(kind, token)
@@ -65,6 +65,13 @@ describe(("the pool, under random tasks and closes (seed %d)"):format(SEED), fun
             error("a spinning task was never interrupted")
           end
           if kind == "wait" then require("llthreads").sleep(2) end
+          if kind == "nested" then
+            -- `pool` is this task's own pool, copied with the function's upvalues.
+            local sub, why = pool:submit({ timeout = 0 }, function(tok) runs:send(tok) return tok end, token + 500)
+            if not sub then return token, why end
+            local ok, v = sub:join(200)
+            return token, ok and v or "pending"
+          end
           return token
         end, kind, token)
         if t then
@@ -82,9 +89,15 @@ describe(("the pool, under random tasks and closes (seed %d)"):format(SEED), fun
         local k = kinds[j]
         H.expect(got[1] ~= nil, "round %d task %d (%s): join gave %s", round, j, k.kind, got)
         if got[1] then
-          H.expect(k.kind == "return" or k.kind == "wait", "round %d task %d (%s) returned %s", round, j, k.kind, got)
+          H.expect(k.kind == "return" or k.kind == "wait" or k.kind == "nested", "round %d task %d (%s) returned %s", round, j, k.kind, got)
           H.expect(got[2] == k.token, "round %d task %d: got %s, not its own token %d", round, j, got, k.token)
           ran[k.token] = true
+          if k.kind == "nested" then
+            local sub = got[3]
+            H.expect(sub == k.token + 500 or sub == "pending" or sub == "full" or sub == "closed",
+              "round %d task %d: its own task gave %s", round, j, got)
+            if sub == k.token + 500 then ran[sub] = true elseif sub == "pending" then ran[k.token + 500] = "maybe" end
+          end
         else
           local msg = tostring(got[2])
           if msg:find("cancelled", 1, true) then
@@ -92,6 +105,7 @@ describe(("the pool, under random tasks and closes (seed %d)"):format(SEED), fun
           elseif msg:find(llthreads.interrupted_error, 1, true) then
             H.expect(interrupted[j], "round %d task %d interrupted without interrupt()", round, j)
             ran[k.token] = "maybe" -- interrupted before or after it counted its run
+            if k.kind == "nested" then ran[k.token + 500] = "maybe" end
           else
             H.expect(k.kind == "error" and msg:find("token " .. k.token, 1, true), "round %d task %d (%s): %s", round, j, k.kind, msg)
             ran[k.token] = true

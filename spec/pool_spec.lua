@@ -4,7 +4,8 @@
 -- pool:submit([{timeout = ms},] fn_or_source, ...) gives a task with the shape of a
 -- thread: join([timeout]), alive(), interrupt([arg]); select waits for tasks too.
 -- pool:close([timeout [, cancel]]) refuses new tasks, runs (or cancels) the queued
--- ones and ends the workers.
+-- ones and ends the workers. A pool copied anywhere (a task's upvalue, a thread, a
+-- message, a result) is a handle of the same pool.
 
 local H = require "spec.helper"
 
@@ -142,6 +143,104 @@ describe("llthreads.pool", function()
         collectgarbage()
       end
       pool:close()
+    end)
+  end)
+
+  -- A pool is a value: copied into a task (an upvalue, an argument), a thread, a
+  -- channel message or a result, it is a handle of the same pool there.
+  describe("as a value", function()
+    it("lets a task submit to its own pool and join what it submitted", function()
+      local pool = llthreads.pool{ size = 2 }
+      local t = pool:submit(function(x)
+        local inner = pool:submit(function(y) return y * 2 end, x)
+        return inner:join()
+      end, 21)
+      H.assert_values({ true, true, 42, n = 3 }, values(t))
+      pool:close()
+    end)
+
+    it("is the same pool in every copy: ==, tostring and size agree", function()
+      local pool = llthreads.pool{ size = 3 }
+      local ok, back, same_inside = pool:submit(function(p) return p, p == pool end, pool):join()
+      assert.is_true(ok)
+      assert.is_true(same_inside)
+      assert.is_true(back == pool)
+      assert.are.equal(tostring(pool), tostring(back))
+      assert.are.equal(3, back:size())
+      assert.is_false(back == llthreads.pool{ size = 1 })
+      pool:close()
+    end)
+
+    it("crosses to a thread and through a channel, and works there", function()
+      local pool = llthreads.pool{ size = 1 }
+      local t = llthreads.new([[
+        local p = ...
+        return p:submit(function() return "from a thread" end):join()
+      ]], pool)
+      assert(t:start())
+      H.assert_values({ true, true, "from a thread", n = 3 }, H.pack(t:join()))
+      local ch = llthreads.channel()
+      ch:send({ pool = pool })
+      local got = ch:receive()
+      assert.is_true(got.pool == pool)
+      H.assert_values({ true, 5, n = 2 }, values(got.pool:submit(function() return 5 end)))
+      pool:close()
+    end)
+
+    it("keeps running while a thread holds it, after its creator's handle was collected", function()
+      local pool = llthreads.pool{ size = 1 }
+      local gate = llthreads.channel()
+      local t = llthreads.new([[
+        local p, gate = ...
+        gate:receive()
+        return p:submit(function() return "still running" end):join()
+      ]], pool, gate)
+      assert(t:start())
+      pool = nil
+      collectgarbage()
+      collectgarbage()
+      gate:send(true)
+      H.assert_values({ true, true, "still running", n = 3 }, H.pack(t:join()))
+    end)
+
+    it("does not keep its pool running from the pool's own worker states", function()
+      local pool = llthreads.pool{ size = 1 }
+      local ended = llthreads.channel()
+      -- A global of the warm worker state holds the pool; a finalizer there tells
+      -- when that state is closed, which happens once the pool ends.
+      pool:submit(function(ended)
+        HELD = pool
+        local function on_close() ended:send("worker state closed") end
+        if newproxy then
+          WATCH = newproxy(true)
+          getmetatable(WATCH).__gc = on_close
+        else
+          WATCH = setmetatable({}, { __gc = on_close })
+        end
+      end, ended):join()
+      pool = nil
+      collectgarbage()
+      collectgarbage()
+      H.assert_values({ "worker state closed", n = 1 }, H.pack(ended:receive(10000)))
+    end)
+
+    it("refuses close() from one of its own tasks, which would wait for itself", function()
+      local pool = llthreads.pool{ size = 1 }
+      local ok, caught, err = pool:submit(function() return pcall(pool.close, pool) end):join()
+      assert.is_true(ok)
+      assert.is_false(caught)
+      H.assert_contains(err, "a pool cannot be closed from one of its own tasks")
+      H.assert_values({ true, "open", n = 2 }, values(pool:submit(function() return "open" end)))
+      pool:close()
+    end)
+
+    it("closes from a copy held elsewhere, and then refuses tasks in every copy", function()
+      local pool = llthreads.pool{ size = 1 }
+      local t = llthreads.new("local p = ... return p:close()", pool)
+      assert(t:start())
+      H.assert_values({ true, true, n = 2 }, H.pack(t:join()))
+      H.assert_values({ nil, "closed", n = 2 }, H.pack(pool:submit(function() end)))
+      assert.is_true(pool:close())
     end)
   end)
 

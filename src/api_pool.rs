@@ -21,10 +21,11 @@ use crate::copy::{
     c_function_names, deliver, encode, prepare_source, remember_function, reserve, CopyError, Rules,
 };
 use crate::names::Module;
+use crate::object::{self, Object};
 use crate::raw::{
     arg_error, protected, push_bytes, raise_top, registry_get, registry_set, string_at, RawState,
 };
-use crate::taskpool::{Closed, Config, Failed, Joined, Paths, Pool, Refused, Task};
+use crate::taskpool::{Closed, Config, Failed, Handle, Joined, OwnWorker, Paths, Refused, Task};
 
 /// Registry keys of the two metatables (one per copy of this library).
 static POOL_KEY: u8 = 0;
@@ -38,7 +39,7 @@ const MAX_SIZE: usize = 1024;
 struct PoolSlot {
     tag: *const u8,
     /// From `Box::into_raw`; null once collected.
-    pool: *mut Pool,
+    pool: *mut Handle,
 }
 
 /// The block of a task userdata.
@@ -58,11 +59,46 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
         Module::Llthreads => l_pool_llthreads,
         Module::Llthreads2 => l_pool_llthreads2,
     };
+    object::set_finder(pool_object_at);
     // SAFETY: see the function's contract; the module table is left on top.
     unsafe {
         let n = crate::api_spawn::open(l, module);
         set_function(l, c"pool", pool);
         n
+    }
+}
+
+/// The pool behind the value at `idx`, for the copier (see `object.rs`).
+///
+/// # Safety
+/// Valid state; never raises.
+unsafe fn pool_object_at(l: RawState, idx: c_int) -> Option<*const dyn Object> {
+    // SAFETY: a non-null block with this tag is a `PoolSlot`, whose pointer is a live
+    // handle until `__gc` empties it.
+    unsafe {
+        let slot = block_at(l, idx, &POOL_KEY) as *mut PoolSlot;
+        if slot.is_null() || (*slot).pool.is_null() {
+            return None;
+        }
+        Some((*slot).pool as *const Handle as *const dyn Object)
+    }
+}
+
+/// A pool copied into another state is a new handle of the same pool there.
+impl Object for Handle {
+    fn carry(&self) -> Box<dyn Object> {
+        Box::new(self.for_message())
+    }
+
+    unsafe fn push(&self, l: RawState) {
+        // SAFETY: see the trait's contract. The check raises nothing; the object is
+        // made (which may raise) before the new handle exists, so a raise leaves an
+        // empty object for the collector and nothing owned.
+        unsafe {
+            let in_worker = self.is_worker_state(l);
+            let block = push_object(l, &POOL_KEY) as *mut PoolSlot;
+            (*block).pool = Box::into_raw(Box::new(self.copy_for(in_worker)));
+        }
     }
 }
 
@@ -145,7 +181,7 @@ pub unsafe fn task_record(task: *const Task) -> Arc<crate::record::Record> {
 ///
 /// # Safety
 /// Called from a C function Lua called, owning nothing.
-unsafe fn check_pool(l: RawState, idx: c_int) -> *mut Pool {
+unsafe fn check_pool(l: RawState, idx: c_int) -> *mut Handle {
     // SAFETY: see the function's contract.
     unsafe {
         let slot = block_at(l, idx, &POOL_KEY) as *mut PoolSlot;
@@ -293,6 +329,10 @@ unsafe fn ensure_metatable(l: RawState, key: &'static u8) {
         ffi::lua_setfield(l, -2, c"__gc".as_ptr());
         ffi::lua_pushcfunction(l, l_tostring);
         ffi::lua_setfield(l, -2, c"__tostring".as_ptr());
+        if std::ptr::eq(key, &POOL_KEY) {
+            ffi::lua_pushcfunction(l, l_pool_eq);
+            ffi::lua_setfield(l, -2, c"__eq".as_ptr());
+        }
         ffi::lua_pushstring(l, name.as_ptr());
         ffi::lua_setfield(l, -2, c"__name".as_ptr());
         ffi::lua_pushvalue(l, -1);
@@ -419,7 +459,7 @@ unsafe fn new_pool(l: RawState, module: Module) -> c_int {
                 limit,
                 module,
             };
-            Pool::new(config).map(|pool| Box::into_raw(Box::new(pool)))
+            Handle::new_pool(config).map(|pool| Box::into_raw(Box::new(pool)))
         });
         match built {
             Ok(pool) => {
@@ -635,12 +675,20 @@ unsafe extern "C-unwind" fn l_close(l: RawState) -> c_int {
         };
         let cancel = ffi::lua_toboolean(l, 3) != 0;
         match guarded(l, || (*pool).close(cancel, deadline)) {
-            Closed::Done => {
+            Ok(Closed::Done) => {
                 ffi::lua_pushboolean(l, 1);
                 1
             }
-            Closed::Timeout => fail(l, "timeout"),
-            Closed::Interrupted(module) => raise(l, Raise::Static(module.interrupted_error())),
+            Ok(Closed::Timeout) => fail(l, "timeout"),
+            Ok(Closed::Interrupted(module)) => {
+                raise(l, Raise::Static(module.interrupted_error()))
+            }
+            Err(OwnWorker) => raise(
+                l,
+                Raise::Static(
+                    c"llthreads: a pool cannot be closed from one of its own tasks (it would wait for itself)",
+                ),
+            ),
         }
     }
 }
@@ -667,17 +715,34 @@ unsafe extern "C-unwind" fn l_pool_gc(l: RawState) -> c_int {
     0
 }
 
+/// `a == b` for pools: every copy of a pool is equal to the others.
+unsafe extern "C-unwind" fn l_pool_eq(l: RawState) -> c_int {
+    // SAFETY: called by Lua; reads only.
+    unsafe {
+        let same = match (pool_object_at(l, 1), pool_object_at(l, 2)) {
+            (Some(a), Some(b)) => (*(a as *const Handle)).id() == (*(b as *const Handle)).id(),
+            _ => ffi::lua_rawequal(l, 1, 2) != 0,
+        };
+        ffi::lua_pushboolean(l, same as c_int);
+    }
+    1
+}
+
 unsafe extern "C-unwind" fn l_tostring(l: RawState) -> c_int {
     // SAFETY: called by Lua; raising allowed, nothing owned.
     unsafe {
-        let what = if !block_at(l, 1, &POOL_KEY).is_null() {
-            c"llthreads.pool: %p"
+        // A pool by its identity, the same for every copy of it.
+        let pool = pool_object_at(l, 1);
+        let (what, p) = if let Some(pool) = pool {
+            (c"llthreads.pool: %p", (*(pool as *const Handle)).id())
+        } else if !block_at(l, 1, &POOL_KEY).is_null() {
+            (c"llthreads.pool: %p", ffi::lua_topointer(l, 1))
         } else if !block_at(l, 1, &TASK_KEY).is_null() {
-            c"llthreads.task: %p"
+            (c"llthreads.task: %p", ffi::lua_topointer(l, 1))
         } else {
             type_expected(l, 1, c"llthreads.pool or llthreads.task")
         };
-        ffi::lua_pushfstring(l, what.as_ptr(), ffi::lua_topointer(l, 1));
+        ffi::lua_pushfstring(l, what.as_ptr(), p);
     }
     1
 }

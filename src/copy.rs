@@ -35,6 +35,7 @@ use crate::channel::{Channel, Msg};
 use crate::handle;
 use crate::message::{Encoder, Item, Reader, View};
 use crate::names::Text;
+use crate::object::{self, Object};
 use crate::pin;
 use crate::raw::{protected, push_bytes, registry_get, registry_set, RawState};
 #[cfg(not(feature = "lua51"))]
@@ -302,6 +303,8 @@ trait Sink {
     unsafe fn cfunction(&mut self, f: ffi::lua_CFunction);
     /// `channel` is alive for the call (the source holds it).
     unsafe fn channel(&mut self, channel: *const Channel);
+    /// Another shared object (a pool); alive for the call.
+    unsafe fn object(&mut self, object: &dyn Object);
     /// The placeholder for an unsupported value in results.
     unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void);
     /// Starts the table known to the source as `key`. Returns `true` when that table
@@ -415,6 +418,11 @@ impl Sink for StateSink {
     unsafe fn channel(&mut self, channel: *const Channel) {
         // SAFETY: `channel` is alive (the trait's contract); raising is allowed.
         unsafe { handle::push(self.to, channel) }
+    }
+    unsafe fn object(&mut self, object: &dyn Object) {
+        // SAFETY: `object` is alive (the trait's contract); raising is allowed, and
+        // the push owns nothing until its last raising call is done.
+        unsafe { object.push(self.to) }
     }
     unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void) {
         // SAFETY: `tname` is a static type name; the push may raise (allowed).
@@ -782,6 +790,9 @@ impl Sink for Encoder<Channel> {
         // `Arc::into_raw` (it is a channel userdata's reference).
         unsafe { self.reference(channel) }
     }
+    unsafe fn object(&mut self, object: &dyn Object) {
+        Encoder::object(self, object.carry())
+    }
     unsafe fn describe(&mut self, tname: *const c_char, p: *const c_void) {
         // SAFETY: `tname` is a static NUL-terminated type name from Lua.
         let tname = unsafe { std::ffi::CStr::from_ptr(tname) };
@@ -1067,10 +1078,12 @@ impl<S: Sink> Copier<'_, S> {
                 }
                 ffi::LUA_TUSERDATA => {
                     let channel = handle::channel_at(from, idx);
-                    if channel.is_null() {
-                        self.unsupported(idx)?
-                    } else {
+                    if !channel.is_null() {
                         self.sink.channel(channel)
+                    } else if let Some(object) = object::at(from, idx) {
+                        self.sink.object(&*object)
+                    } else {
+                        self.unsupported(idx)?
                     }
                 }
                 _ => self.unsupported(idx)?,
@@ -1509,6 +1522,7 @@ unsafe fn decode(
                 sink.cfunction(f)
             }
             Item::Ref(channel) => sink.channel(channel),
+            Item::Object(object) => sink.object(&**object),
             Item::BackRef(n) => {
                 // A table or a function met before: either way in the cache.
                 sink.function_seen(key(n));

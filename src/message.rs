@@ -14,13 +14,15 @@
 //! growing and trimming its heap, which costs more than the copies.)
 //!
 //! This module knows nothing about channels or Lua states: the referenced type is the
-//! parameter `T`, and the copier (`copy.rs`) decides what is written and how it is read
-//! back.
+//! parameter `T`, other shared objects (pools) come as `object::Object`s, and the
+//! copier (`copy.rs`) decides what is written and how it is read back.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+use crate::object::Object;
 
 /// Operation codes of the encoded form. Every operation is complete once written, so
 /// a partial encoding can be walked too.
@@ -56,6 +58,8 @@ mod op {
     pub const GLOBALS: u8 = 14;
     /// A C function known by name: a `usize` length and `module\0field` follow.
     pub const NAMED: u8 = 15;
+    /// A pointer from `Box::into_raw` of a `Box<Box<dyn Object>>` follows, owned here.
+    pub const OBJECT: u8 = 16;
 }
 
 const WORD: usize = std::mem::size_of::<usize>();
@@ -83,9 +87,10 @@ pub struct Message<T> {
     _refs: PhantomData<Arc<T>>,
 }
 
-// SAFETY: a message owns plain bytes and strong references to `T`, which may be sent
-// and shared across threads when `T: Send + Sync` (as for `Arc<T>`). Light userdata
-// and C function pointers are only carried as values, never dereferenced here.
+// SAFETY: a message owns plain bytes, strong references to `T`, which may be sent
+// and shared across threads when `T: Send + Sync` (as for `Arc<T>`), and boxed
+// objects, which are `Send + Sync` by their trait. Light userdata and C function
+// pointers are only carried as values, never dereferenced here.
 unsafe impl<T: Send + Sync> Send for Message<T> {}
 
 impl<T> Message<T> {
@@ -160,17 +165,22 @@ impl<T> Drop for Message<T> {
     }
 }
 
-/// Drops the strong reference of each REF operation in `bytes`.
+/// Drops the strong reference of each REF operation in `bytes`, and the object of
+/// each OBJECT operation.
 ///
 /// # Safety
 /// `bytes` is (a prefix of) an encoding whose REF operations each own a reference to
-/// a `T` made by `Arc::into_raw`, not released yet.
+/// a `T` made by `Arc::into_raw`, and whose OBJECT operations each own their box, not
+/// released yet.
 unsafe fn release_refs<T>(bytes: &[u8]) {
     let mut reader = Reader::<T>::new(bytes);
     while let Some(item) = reader.next() {
-        if let Item::Ref(ptr) = item {
+        match item {
             // SAFETY: see the function's contract.
-            unsafe { Arc::decrement_strong_count(ptr) };
+            Item::Ref(ptr) => unsafe { Arc::decrement_strong_count(ptr) },
+            // SAFETY: as above; the box came from `Encoder::object`.
+            Item::Object(ptr) => drop(unsafe { Box::from_raw(ptr.cast_mut()) }),
+            _ => {}
         }
     }
 }
@@ -195,6 +205,8 @@ pub enum Item<'a, T> {
     CFunction(usize),
     /// Borrowed from the message, which keeps it alive.
     Ref(*const T),
+    /// Borrowed from the message, which owns it.
+    Object(*const Box<dyn Object>),
     /// A new table with this array size hint; its key/value pairs follow, then `End`.
     Table(u32),
     End,
@@ -265,6 +277,7 @@ impl<'a, T> Reader<'a, T> {
             op::LIGHT => Item::Light(self.word()? as *mut c_void),
             op::CFUNC => Item::CFunction(self.word()?),
             op::REF => Item::Ref(self.word()? as *const T),
+            op::OBJECT => Item::Object(self.word()? as *const Box<dyn Object>),
             op::TABLE => Item::Table(self.u32()?),
             op::END => Item::End,
             op::BACKREF => Item::BackRef(self.u32()?),
@@ -376,6 +389,14 @@ impl<T> Encoder<T> {
         // operation written next and released by `Message`'s or `Encoder`'s drop.
         unsafe { Arc::increment_strong_count(ptr) };
         self.code(op::REF);
+        self.word(ptr as usize);
+        self.refs = true;
+    }
+
+    /// Writes an object (see `object.rs`), which the message owns from now on.
+    pub fn object(&mut self, object: Box<dyn Object>) {
+        let ptr = Box::into_raw(Box::new(object));
+        self.code(op::OBJECT);
         self.word(ptr as usize);
         self.refs = true;
     }

@@ -16,11 +16,18 @@
 //! as any other wait. A worker whose state ran `max_tasks` tasks, or holds more than
 //! `max_memory` bytes after a task, gets a fresh state (init run again) before the
 //! next one.
+//!
+//! Every Lua object of a pool holds a [`Handle`], and a copy of a pool value into
+//! another state (a task's upvalue, a thread's argument, a message) is a new handle.
+//! The workers run while a handle outside the pool's own worker states is alive:
+//! those handles hold the [`Pool`], whose drop closes the queue. A handle in one of
+//! the pool's worker states holds only the shared part, so a warm state's global
+//! cannot keep its own pool running.
 
 use std::collections::VecDeque;
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -241,18 +248,61 @@ pub enum Refused {
     Interrupted(Module),
 }
 
-/// The pool, owned by its Lua object.
-pub struct Pool {
+/// The running pool: its workers, kept running while a [`Handle`] outside the pool's
+/// own worker states keeps this alive.
+struct Pool {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Pool {
+    fn join_workers(&self) {
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for worker in workers {
+            let _ = worker.join();
+        }
+    }
+
+    /// `close` for a pool that never ran a task (its creation failed half-way), which
+    /// no interrupt may cut short: the workers only made their states and end at once.
+    fn close_now(&self) {
+        refuse_tasks(&self.shared, false);
+        self.join_workers();
+    }
+}
+
+impl Drop for Pool {
+    /// The last handle that kept the pool went without `close` (collected): no new
+    /// tasks, the queued ones still run, and the workers end by themselves; nobody
+    /// waits for them.
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.task_ready.notify_all();
+        self.workers.get_mut().clear();
+    }
+}
+
+/// What one Lua object of a pool holds. Every copy of a pool value (an argument, an
+/// upvalue, a message, a result) is a handle of its own. A handle in one of the pool's
+/// own worker states (a task's upvalue, say) does not keep the pool running: a warm
+/// state keeps its globals, and a pool whose workers held it would never end. Any
+/// other handle does, as a channel lives while a state holds it.
+pub struct Handle {
+    shared: Arc<Shared>,
+    keeper: Option<Arc<Pool>>,
+    pool: Weak<Pool>,
+    in_worker: bool,
+}
+
+/// `close` was called where it would wait for itself.
+pub struct OwnWorker;
+
+impl Handle {
     /// Starts the workers and waits until each has made its state and run `init`;
     /// when one fails, the pool is closed again and the first error's text returned.
     /// An interrupt of the chunk waiting ends the wait: the workers are left to finish
     /// `init` and end by themselves.
-    pub fn new(config: Config) -> Result<Pool, Failed> {
+    pub fn new_pool(config: Config) -> Result<Handle, Failed> {
         let size = config.size;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -266,10 +316,10 @@ impl Pool {
             config,
         });
         let startup = Arc::new(Startup::default());
-        let mut pool = Pool {
+        let pool = Arc::new(Pool {
             shared,
-            workers: Vec::with_capacity(size),
-        };
+            workers: Mutex::new(Vec::with_capacity(size)),
+        });
         for _ in 0..size {
             let shared = Arc::clone(&pool.shared);
             let ready = Arc::clone(&startup);
@@ -278,7 +328,7 @@ impl Pool {
                 .stack_size(8 << 20)
                 .spawn(move || work(shared, ready));
             match spawned {
-                Ok(handle) => pool.workers.push(handle),
+                Ok(handle) => pool.workers.lock().push(handle),
                 Err(e) => {
                     pool.close_now();
                     let text = format!("could not create a pool thread: {e}");
@@ -287,7 +337,12 @@ impl Pool {
             }
         }
         match startup.wait(size) {
-            Ok(None) => Ok(pool),
+            Ok(None) => Ok(Handle {
+                shared: Arc::clone(&pool.shared),
+                pool: Arc::downgrade(&pool),
+                keeper: Some(pool),
+                in_worker: false,
+            }),
             Ok(Some(text)) => {
                 pool.close_now();
                 Err(Failed::Text(text))
@@ -297,18 +352,73 @@ impl Pool {
         }
     }
 
+    /// A handle of the same pool for another state: `in_worker` when that state is
+    /// one of the pool's workers ([`Handle::is_worker_state`]).
+    pub fn copy_for(&self, in_worker: bool) -> Handle {
+        let keeper = if in_worker {
+            None
+        } else {
+            self.keeper.clone().or_else(|| self.pool.upgrade())
+        };
+        Handle {
+            shared: Arc::clone(&self.shared),
+            keeper,
+            pool: Weak::clone(&self.pool),
+            in_worker,
+        }
+    }
+
+    /// A handle for a message: it keeps the pool running exactly when this one does.
+    pub fn for_message(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+            keeper: self.keeper.clone(),
+            pool: Weak::clone(&self.pool),
+            in_worker: false,
+        }
+    }
+
+    /// Ends a pool whose creation failed after this handle was made (its Lua object
+    /// could not be): no interrupt may cut this wait short, and the workers only made
+    /// their states.
+    pub fn close_now(&self) {
+        if let Some(pool) = &self.keeper {
+            pool.close_now();
+        }
+    }
+
+    /// Whether `l` is a state of one of this pool's workers.
+    ///
+    /// # Safety
+    /// `l` is valid with one free slot. Never raises.
+    pub unsafe fn is_worker_state(&self, l: RawState) -> bool {
+        // SAFETY: see the function's contract; a raw get with a light userdata key.
+        unsafe {
+            let found = crate::raw::registry_get(l, &WORKER_KEY) == ffi::LUA_TLIGHTUSERDATA
+                && ffi::lua_touserdata(l, -1).cast_const() == self.id();
+            ffi::lua_settop(l, -2);
+            found
+        }
+    }
+
+    /// The pool's identity: the same for every handle of it.
+    pub fn id(&self) -> *const c_void {
+        Arc::as_ptr(&self.shared).cast()
+    }
+
     pub fn size(&self) -> usize {
         self.shared.config.size
     }
 
     /// Queues `fn(args...)`; waits as `wait` says while a bounded queue is full.
     pub fn submit(&self, function: Msg, args: Vec<Msg>, wait: Wait) -> Result<Arc<Task>, Refused> {
+        let shared = &self.shared;
         let task = Arc::new(Task {
-            record: Arc::new(Record::new(self.shared.config.module, Request::None)),
+            record: Arc::new(Record::new(shared.config.module, Request::None)),
             outcome: Mutex::new(Outcome::Waiting(Work { function, args })),
         });
-        let capacity = self.shared.config.queue;
-        let mut queue = self.shared.queue.lock();
+        let capacity = shared.config.queue;
+        let mut queue = shared.queue.lock();
         let has_room = |q: &Queue| capacity.is_none_or(|c| q.tasks.len() < c);
         if !queue.closed && !has_room(&queue) {
             let Wait::Until(deadline) = wait else {
@@ -317,7 +427,7 @@ impl Pool {
             drop(queue);
             let w = wait::current();
             loop {
-                queue = self.shared.queue.lock();
+                queue = shared.queue.lock();
                 if queue.closed || has_room(&queue) {
                     queue.submitters.remove(&w);
                     break;
@@ -325,11 +435,11 @@ impl Pool {
                 queue.submitters.register(&w);
                 drop(queue);
                 if let Some(module) = interrupt::claim_here() {
-                    self.give_up_room(&w);
+                    give_up_room(shared, &w);
                     return Err(Refused::Interrupted(module));
                 }
                 if wait::expired(deadline) {
-                    self.give_up_room(&w);
+                    give_up_room(shared, &w);
                     return Err(Refused::Timeout);
                 }
                 w.park(deadline);
@@ -339,38 +449,27 @@ impl Pool {
             return Err(Refused::Closed);
         }
         queue.tasks.push_back(Arc::clone(&task));
-        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        shared.queued.fetch_add(1, Ordering::SeqCst);
         drop(queue);
-        self.shared.task_ready.notify_one();
+        shared.task_ready.notify_one();
         Ok(task)
-    }
-
-    /// A submitter waiting for room gives up. When a worker had already taken it off
-    /// the list to wake it (room came), that wake-up goes to the next one waiting.
-    fn give_up_room(&self, w: &Arc<wait::Waiter>) {
-        let mut queue = self.shared.queue.lock();
-        if queue.submitters.remove(w) {
-            return;
-        }
-        let capacity = self.shared.config.queue;
-        let room = capacity.is_none_or(|c| queue.tasks.len() < c);
-        let next = if room { queue.submitters.pop() } else { None };
-        drop(queue);
-        if let Some(next) = next {
-            next.wake();
-        }
     }
 
     /// Refuses new tasks; with `cancel`, the queued ones never run (their `join` says
     /// so). Waits for the workers to end, until `deadline` (`None`: no limit) or an
     /// interrupt of the chunk waiting; workers that have not ended are left to end by
-    /// themselves, and a later `close` waits for them again.
-    pub fn close(&mut self, cancel: bool, deadline: Option<Instant>) -> Closed {
-        self.refuse_tasks(cancel);
+    /// themselves, and a later `close` waits for them again. Refused in one of the
+    /// pool's own worker states, where it would wait for itself.
+    pub fn close(&self, cancel: bool, deadline: Option<Instant>) -> Result<Closed, OwnWorker> {
+        if self.in_worker {
+            return Err(OwnWorker);
+        }
+        let shared = &self.shared;
+        refuse_tasks(shared, cancel);
         let w = wait::current();
         loop {
-            let mut ended = self.shared.ended.lock();
-            if ended.0 >= self.workers.len() {
+            let mut ended = shared.ended.lock();
+            if ended.0 >= shared.config.size {
                 ended.1.remove(&w);
                 break;
             }
@@ -384,56 +483,51 @@ impl Pool {
                 None
             };
             if let Some(why) = gave_up {
-                self.shared.ended.lock().1.remove(&w);
-                return why;
+                shared.ended.lock().1.remove(&w);
+                return Ok(why);
             }
             w.park(deadline);
         }
-        self.join_workers();
-        Closed::Done
-    }
-
-    /// `close` for a pool that never ran a task (its creation failed half-way), which
-    /// no interrupt may cut short: the workers only made their states and end at once.
-    pub fn close_now(&mut self) {
-        self.refuse_tasks(false);
-        self.join_workers();
-    }
-
-    fn refuse_tasks(&self, cancel: bool) {
-        let (cancelled, submitters) = {
-            let mut queue = self.shared.queue.lock();
-            queue.closed = true;
-            let cancelled = if cancel {
-                self.shared.queued.store(0, Ordering::SeqCst);
-                std::mem::take(&mut queue.tasks)
-            } else {
-                VecDeque::new()
-            };
-            (cancelled, queue.submitters.take_all())
-        };
-        self.shared.task_ready.notify_all();
-        wait::wake_all(submitters);
-        for task in cancelled {
-            *task.outcome.lock() = Outcome::Cancelled;
-            task.record.finish(ffi::LUA_ERRRUN);
+        if let Some(pool) = self.keeper.clone().or_else(|| self.pool.upgrade()) {
+            pool.join_workers();
         }
-    }
-
-    fn join_workers(&mut self) {
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
+        Ok(Closed::Done)
     }
 }
 
-impl Drop for Pool {
-    /// A pool dropped without `close` (collected): no new tasks, the queued ones still
-    /// run, and the workers end by themselves; nobody waits for them.
-    fn drop(&mut self) {
-        self.shared.queue.lock().closed = true;
-        self.shared.task_ready.notify_all();
-        self.workers.clear();
+/// A submitter waiting for room gives up. When a worker had already taken it off the
+/// list to wake it (room came), that wake-up goes to the next one waiting.
+fn give_up_room(shared: &Shared, w: &Arc<wait::Waiter>) {
+    let mut queue = shared.queue.lock();
+    if queue.submitters.remove(w) {
+        return;
+    }
+    let capacity = shared.config.queue;
+    let room = capacity.is_none_or(|c| queue.tasks.len() < c);
+    let next = if room { queue.submitters.pop() } else { None };
+    drop(queue);
+    if let Some(next) = next {
+        next.wake();
+    }
+}
+
+fn refuse_tasks(shared: &Shared, cancel: bool) {
+    let (cancelled, submitters) = {
+        let mut queue = shared.queue.lock();
+        queue.closed = true;
+        let cancelled = if cancel {
+            shared.queued.store(0, Ordering::SeqCst);
+            std::mem::take(&mut queue.tasks)
+        } else {
+            VecDeque::new()
+        };
+        (cancelled, queue.submitters.take_all())
+    };
+    shared.task_ready.notify_all();
+    wait::wake_all(submitters);
+    for task in cancelled {
+        *task.outcome.lock() = Outcome::Cancelled;
+        task.record.finish(ffi::LUA_ERRRUN);
     }
 }
 
@@ -529,7 +623,7 @@ impl Drop for Ending {
 fn work(shared: Arc<Shared>, ready: Arc<Startup>) {
     // Declared first, dropped last: after the state below is closed.
     let _ending = Ending(Arc::clone(&shared));
-    let mut state = match WorkerState::new(&shared.config) {
+    let mut state = match WorkerState::new(&shared) {
         Ok(state) => state,
         Err(text) => {
             ready.report(Err(text));
@@ -542,7 +636,7 @@ fn work(shared: Arc<Shared>, ready: Arc<Startup>) {
         state.run(&task);
         if state.worn(&shared.config) {
             // The fresh state first: when `init` fails now, the old state goes on.
-            match WorkerState::new(&shared.config) {
+            match WorkerState::new(&shared) {
                 Ok(fresh) => state = fresh,
                 Err(text) => log::warn!(
                     "pool worker kept its state: a fresh one failed: {}",
@@ -562,9 +656,15 @@ struct WorkerState {
 /// Registry key of a worker state's cache of loaded task functions.
 static FUNCTIONS_KEY: u8 = 0;
 
+/// Registry key of a worker state's pool: the identity of the pool ([`Handle::id`])
+/// whose worker it is, as a light userdata.
+static WORKER_KEY: u8 = 0;
+
 impl WorkerState {
     /// Makes the state: libraries, the creator's paths, the message handler, `init`.
-    fn new(config: &Config) -> Result<WorkerState, Vec<u8>> {
+    fn new(shared: &Arc<Shared>) -> Result<WorkerState, Vec<u8>> {
+        let config = &shared.config;
+        let id = Arc::as_ptr(shared) as *mut c_void;
         let state = ChildState::new(config.limit).ok_or_else(|| b"not enough memory".to_vec())?;
         let l = state.raw();
         let mut body = |l: RawState| -> c_int {
@@ -578,6 +678,8 @@ impl WorkerState {
                 }
                 ffi::lua_newtable(l);
                 crate::raw::registry_set(l, &FUNCTIONS_KEY);
+                ffi::lua_pushlightuserdata(l, id);
+                crate::raw::registry_set(l, &WORKER_KEY);
                 ffi::lua_pushcfunction(l, traceback);
             }
             1
