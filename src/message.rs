@@ -546,6 +546,46 @@ mod tests {
         assert_eq!(Arc::strong_count(&shared), 1);
     }
 
+    /// An object that counts its live copies; never pushed in these tests.
+    struct Counted(Arc<()>);
+
+    impl Object for Counted {
+        fn carry(&self) -> Box<dyn Object> {
+            Box::new(Counted(Arc::clone(&self.0)))
+        }
+        unsafe fn push(&self, _: crate::raw::RawState) {
+            unreachable!("not pushed here")
+        }
+    }
+
+    #[test]
+    fn objects_go_with_the_message_its_buffer_or_an_unfinished_encoding() {
+        let live = Arc::new(());
+        let mut e = Encoder::<u32>::new();
+        e.object(Counted(Arc::clone(&live)).carry());
+        e.string(b"after");
+        let m = e.finish();
+        assert_eq!(Arc::strong_count(&live), 2);
+        let View::Encoded(mut r) = m.view() else {
+            panic!("not encoded")
+        };
+        assert!(matches!(r.next(), Some(Item::Object(_))));
+        assert!(matches!(r.next(), Some(Item::Str(b"after"))));
+        drop(m);
+        assert_eq!(Arc::strong_count(&live), 1);
+
+        let mut e = Encoder::<u32>::new();
+        e.object(Box::new(Counted(Arc::clone(&live))));
+        let buf = e.finish().into_buffer();
+        assert!(buf.is_some());
+        assert_eq!(Arc::strong_count(&live), 1);
+
+        let mut e = Encoder::<u32>::new();
+        e.object(Box::new(Counted(Arc::clone(&live))));
+        drop(e);
+        assert_eq!(Arc::strong_count(&live), 1);
+    }
+
     #[test]
     fn a_message_of_one_number_is_small() {
         // The queue stores messages inline: a one-number message costs only this.
