@@ -311,8 +311,9 @@ unsafe fn finish(l: RawState, outcome: Outcome) -> c_int {
                 fail(l, "closed") + 1
             }
             Outcome::Raise(what) => {
-                // Out of its box first: the frame that raises owns nothing.
-                let what = *what;
+                // Out of its box, and the box freed, first: the frame that raises
+                // owns nothing.
+                let what = api::unbox(what);
                 raise(l, what)
             }
             Outcome::NeedNames => raise(l, CopyError::NeedNames.into()),
