@@ -59,6 +59,32 @@ describe("llthreads.pool under attack", function()
     assert.is_true(pool:close())
   end)
 
+  -- submit notes its function in a protected call (the bytecode cache), where a
+  -- call hook runs Lua code after the argument check; that code may put another value
+  -- in the function's place with debug.setlocal. Without a second look, a table was
+  -- queued as the task and its join failed with "attempt to call a table value".
+  it("a hook that replaces the function with a table during submit gets submit's argument error", function()
+    local pool = llthreads.pool{ size = 1 }
+    local function task() return "ran" end
+    local replaced = 0
+    -- The protected call that notes the function, called by submit, gets it as its
+    -- one argument (after the library's own pointer).
+    debug.sethook(function()
+      local caller = debug.getinfo(3, "f")
+      if caller and caller.func == pool.submit and select(2, debug.getlocal(2, 2)) == task then
+        debug.setlocal(3, 2, {})
+        replaced = replaced + 1
+      end
+    end, "c")
+    local ok, err = pcall(pool.submit, pool, task)
+    debug.sethook()
+    assert.are.equal(1, replaced)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '.-' %(function or source expected, got table%)", err)
+    H.assert_values({ true, "ran", n = 2 }, H.pack(pool:submit(task):join()))
+    pool:close()
+  end)
+
   it("select refuses a joined task or a collected task object, as it does threads", function()
     -- A joined task used to be ready for ever: a gathering loop that kept it in its
     -- list spun instead of waiting.

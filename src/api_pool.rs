@@ -543,16 +543,22 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
         } else {
             (Wait::Until(None), 2)
         };
-        if !matches!(
-            ffi::lua_type(l, first),
-            ffi::LUA_TFUNCTION | ffi::LUA_TSTRING
-        ) {
+        let is_task = |l: RawState| {
+            matches!(
+                ffi::lua_type(l, first),
+                ffi::LUA_TFUNCTION | ffi::LUA_TSTRING
+            )
+        };
+        let not_task = |l: RawState| -> ! {
             let msg = ffi::lua_pushfstring(
                 l,
                 c"function or source expected, got %s".as_ptr(),
                 ffi::luaL_typename(l, first),
             );
-            arg_error(l, first, CStr::from_ptr(msg));
+            arg_error(l, first, CStr::from_ptr(msg))
+        };
+        if !is_task(l) {
+            not_task(l);
         }
         let last = ffi::lua_gettop(l);
         let msgs = match encode_values(l, first, last) {
@@ -565,6 +571,9 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
             Interrupted(Module),
             /// Lua code run while encoding (a finalizer) collected or replaced the pool.
             Changed,
+            /// ... or replaced the function with a value that is neither a function
+            /// nor source, after it was checked.
+            NotTask,
         }
         // The messages move into the closure, so they are gone before anything is
         // raised below, whatever the outcome (a panic included).
@@ -573,6 +582,10 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
             let slot = block_at(l, 1, &POOL_KEY) as *mut PoolSlot;
             if slot.is_null() || (*slot).pool != pool {
                 return Submitted::Changed;
+            }
+            // What was encoded is what is there now: no Lua code ran since the walk.
+            if !is_task(l) {
+                return Submitted::NotTask;
             }
             let mut msgs = msgs;
             let args = msgs.split_off(1);
@@ -606,6 +619,7 @@ unsafe extern "C-unwind" fn l_submit(l: RawState) -> c_int {
                 l,
                 Raise::Static(c"llthreads: the pool was changed by Lua code"),
             ),
+            Submitted::NotTask => not_task(l),
         }
     }
 }
