@@ -203,6 +203,18 @@ describe("llthreads.pool", function()
       H.assert_values({ true, true, "still running", n = 3 }, H.pack(t:join()))
     end)
 
+    it("keeps running while a message a task sent holds it", function()
+      local pool = llthreads.pool{ size = 1 }
+      local ch = llthreads.channel()
+      pool:submit(function(ch) ch:send(pool) end, ch):join()
+      pool = nil
+      collectgarbage()
+      collectgarbage()
+      local copy = ch:receive(1000)
+      H.assert_values({ true, "still running", n = 2 }, values(copy:submit(function() return "still running" end)))
+      copy:close()
+    end)
+
     it("does not keep its pool running from the pool's own worker states", function()
       local pool = llthreads.pool{ size = 1 }
       local ended = llthreads.channel()

@@ -368,11 +368,13 @@ impl Handle {
         }
     }
 
-    /// A handle for a message: it keeps the pool running exactly when this one does.
+    /// A handle for a message. A queued message is outside every worker state, so
+    /// it keeps the pool running, as it keeps a channel alive, even when it was sent
+    /// from one of the pool's own workers (if the pool still runs).
     pub fn for_message(&self) -> Handle {
         Handle {
             shared: Arc::clone(&self.shared),
-            keeper: self.keeper.clone(),
+            keeper: self.keeper.clone().or_else(|| self.pool.upgrade()),
             pool: Weak::clone(&self.pool),
             in_worker: false,
         }
