@@ -990,24 +990,34 @@ mod tests {
         assert_eq!(asked, 1);
     }
 
-    #[test]
-    fn eight_producers_and_eight_consumers_get_every_message_once() {
-        let ch = Channel::new(Some(4));
-        let per = 2000;
-        let producers: Vec<_> = (0..8)
+    /// `producers` threads send `per` numbers each (producer `p` sends `p * per + i`,
+    /// pausing a moment every `pause_every` messages when given), `consumers` threads
+    /// receive until the channel, closed once every producer is done, says so. What
+    /// each consumer got, in the order it got it.
+    fn exchange(
+        ch: &Arc<Channel>,
+        producers: i64,
+        consumers: usize,
+        per: i64,
+        pause_every: Option<i64>,
+    ) -> Vec<Vec<i64>> {
+        let producers: Vec<_> = (0..producers)
             .map(|p| {
-                let ch = Arc::clone(&ch);
+                let ch = Arc::clone(ch);
                 std::thread::spawn(move || {
                     for i in 0..per {
                         ch.send(Msg::integer(p * per + i), FOREVER, &mut || false)
                             .unwrap();
+                        if pause_every.is_some_and(|n| i % n == 0) {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
                     }
                 })
             })
             .collect();
-        let consumers: Vec<_> = (0..8)
+        let consumers: Vec<_> = (0..consumers)
             .map(|_| {
-                let ch = Arc::clone(&ch);
+                let ch = Arc::clone(ch);
                 std::thread::spawn(move || {
                     let mut got = Vec::new();
                     while let Ok(m) = ch.receive(FOREVER, &mut || false) {
@@ -1021,9 +1031,16 @@ mod tests {
             p.join().unwrap();
         }
         ch.close();
-        let mut all: Vec<i64> = consumers
+        consumers.into_iter().map(|c| c.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn eight_producers_and_eight_consumers_get_every_message_once() {
+        let ch = Channel::new(Some(4));
+        let per = 2000;
+        let mut all: Vec<i64> = exchange(&ch, 8, 8, per, None)
             .into_iter()
-            .flat_map(|c| c.join().unwrap())
+            .flatten()
             .collect();
         all.sort();
         assert_eq!(all, (0..8 * per).collect::<Vec<_>>());
@@ -1035,37 +1052,7 @@ mod tests {
     fn unbounded_many_to_many_keeps_each_senders_order() {
         let ch = Channel::new(None);
         let per: i64 = 5000;
-        let producers: Vec<_> = (0..4)
-            .map(|p| {
-                let ch = Arc::clone(&ch);
-                std::thread::spawn(move || {
-                    for i in 0..per {
-                        ch.send(Msg::integer(p * per + i), FOREVER, &mut || false)
-                            .unwrap();
-                        if i % 512 == 0 {
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                    }
-                })
-            })
-            .collect();
-        let consumers: Vec<_> = (0..4)
-            .map(|_| {
-                let ch = Arc::clone(&ch);
-                std::thread::spawn(move || {
-                    let mut got = Vec::new();
-                    while let Ok(m) = ch.receive(FOREVER, &mut || false) {
-                        got.push(int(&m));
-                    }
-                    got
-                })
-            })
-            .collect();
-        for p in producers {
-            p.join().unwrap();
-        }
-        ch.close();
-        let got: Vec<Vec<i64>> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        let got = exchange(&ch, 4, 4, per, Some(512));
         for seen in &got {
             for p in 0..4 {
                 let mine: Vec<i64> = seen.iter().copied().filter(|v| v / per == p).collect();
