@@ -754,3 +754,74 @@ describe("a receive that runs out of memory", function()
     assert.are.equal("small", ch:receive(0))
   end)
 end)
+
+-- A delivery can run Lua code: a collection step during the copy of a big message runs
+-- pending finalizers, in the receiving thread. One that receives from the same closed
+-- channel is told "closed" at once. Receivers never wait for one another's
+-- deliveries: here the copy waits for the finalizer, so such a wait would never end
+-- (as it did not, for a while, in 78c3ed8, reverted).
+describe("a finalizer that runs during a delivery and receives from the same closed channel", function()
+  -- In a fresh child (a small heap, so that the copy's allocations drive whole
+  -- collection cycles): receives the last message of `ch`, closed, while a finalizer
+  -- runs `how` on it. Returns the outer message's length and what the finalizer got.
+  local function receive_with_finalizer(ch, how)
+    local t = llthreads.spawn(function(ch, how)
+      local llthreads = require "llthreads"
+      local armed, got = false, nil
+      local garbage
+      local function fin()
+        if not armed then return garbage() end
+        if got then return end
+        if how == "receive" then
+          got = { ch:receive(500) }
+        else
+          local a, b = ch:receive(0)
+          local s, v, e = llthreads.select({ ch }, 500)
+          got = { a, b, s == ch, v, e }
+        end
+      end
+      function garbage()
+        if newproxy then
+          getmetatable(newproxy(true)).__gc = fin
+        else
+          setmetatable({}, { __gc = fin })
+        end
+      end
+      for _ = 1, 200 do garbage() end
+      collectgarbage()
+      -- 5.5 sets the pause through "param"; the others with "setpause".
+      if not pcall(collectgarbage, "setpause", 0) then collectgarbage("param", "pause", 0) end
+      armed = true
+      local outer = ch:receive()
+      armed = false
+      assert(got, "no finalizer ran during the copy")
+      return #outer, (table.unpack or unpack)(got, 1, how == "receive" and 2 or 5)
+    end, ch, how)
+    return H.pack(t:join())
+  end
+
+  local function big()
+    local t = {}
+    for i = 1, 20000 do t[i] = { i } end
+    return t
+  end
+
+  for _, capacity in ipairs({ false, 4 }) do
+    local kind = capacity and "bounded" or "unbounded"
+    it(kind .. ": regression: a receive there waited for ever for the message its own thread was delivering", function()
+      local ch = llthreads.channel(capacity or nil)
+      ch:send(big())
+      ch:close()
+      H.assert_values({ true, 20000, nil, "closed", n = 4 }, receive_with_finalizer(ch, "receive"))
+      H.assert_nil_msg(H.pack(ch:receive(0)), "closed")
+    end)
+
+    it(kind .. ": receive(0) and select there say closed too", function()
+      local ch = llthreads.channel(capacity or nil)
+      ch:send(big())
+      ch:close()
+      H.assert_values({ true, 20000, nil, "closed", true, nil, "closed", n = 7 },
+        receive_with_finalizer(ch, "select"))
+    end)
+  end
+end)

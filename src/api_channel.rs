@@ -403,26 +403,27 @@ unsafe extern "C-unwind" fn l_receive(l: RawState) -> c_int {
 /// `l` is the calling state with free slots; `channel` is valid now (no Lua code ran
 /// since it was checked).
 unsafe fn receive(l: RawState, channel: *const Channel, wait: Wait) -> Outcome {
-    // SAFETY: see the function's contract. The userdata's reference, borrowed
-    // (never dropped here), is valid while the receive runs no Lua code. Writing
-    // the message may run Lua code (a collection step with finalizers), which could
-    // release that reference by calling `__gc` by hand: the taken message holds a
-    // reference of its own.
+    // SAFETY: see the function's contract. Writing the message may run Lua code
+    // (a collection step with finalizers), which could release the userdata's
+    // reference by calling `__gc` by hand: a reference of our own is taken first.
     unsafe {
-        let borrowed = std::mem::ManuallyDrop::new(Arc::from_raw(channel));
         let mut module = None;
-        let received = borrowed.receive(wait, &mut interrupt_check(&mut module));
+        let received = (*channel).receive(wait, &mut interrupt_check(&mut module));
         match received {
-            Ok(taken) => match deliver(&taken, l) {
-                Ok(()) => {
-                    taken.delivered();
-                    Outcome::Pushed(1)
+            Ok(msg) => {
+                Arc::increment_strong_count(channel);
+                let channel = Arc::from_raw(channel);
+                match deliver(&msg, l) {
+                    Ok(()) => {
+                        channel.recycle(msg);
+                        Outcome::Pushed(1)
+                    }
+                    Err(()) => {
+                        channel.requeue(msg);
+                        Outcome::Raise(Box::new(Raise::Top))
+                    }
                 }
-                Err(()) => {
-                    taken.requeue();
-                    Outcome::Raise(Box::new(Raise::Top))
-                }
-            },
+            }
             Err(failed) => failure(failed, module),
         }
     }
@@ -599,15 +600,19 @@ unsafe fn select(l: RawState, n: usize, wait: Wait) -> Outcome {
     // reserved slots; `deliver` raises nothing.
     unsafe {
         match fired {
-            Fired::Message(i, taken) => {
+            Fired::Message(i, msg) => {
                 ffi::lua_rawgeti(l, 1, (i + 1) as ffi::lua_Integer);
-                match deliver(&taken, l) {
+                match deliver(&msg, l) {
                     Ok(()) => {
-                        taken.delivered();
+                        if let Source::Channel(channel) = &sources[i] {
+                            channel.recycle(msg);
+                        }
                         Outcome::Pushed(2)
                     }
                     Err(()) => {
-                        taken.requeue();
+                        if let Source::Channel(channel) = &sources[i] {
+                            channel.requeue(msg);
+                        }
                         Outcome::Raise(Box::new(Raise::Top))
                     }
                 }

@@ -82,7 +82,7 @@ pub enum Failed {
 
 /// What a receive found without waiting.
 pub enum Polled {
-    Message(Taken),
+    Message(Msg),
     /// Closed, and nothing left to drain.
     Closed,
     Empty,
@@ -204,10 +204,6 @@ struct Head {
     queue: Mutex<VecDeque<Msg>>,
     /// `queue`'s length, stored under its lock, read without it.
     len: AtomicUsize,
-    /// Messages taken by receivers and not yet delivered or put back ([`Taken`]),
-    /// on every kind of channel: only receivers touch it. Raised under the lock
-    /// that took the message.
-    delivering: AtomicUsize,
 }
 
 /// Both locks of a channel, in their order ([`Channel::lock`]).
@@ -233,57 +229,6 @@ fn pop_front(queue: &mut VecDeque<Msg>) -> Option<Msg> {
         queue.shrink_to(capacity / 2);
     }
     Some(msg)
-}
-
-/// A message a receiver took from a channel, until it is delivered
-/// ([`Taken::delivered`], or dropped) or put back ([`Taken::requeue`]). While one is
-/// out, a closed channel with nothing queued does not tell other receivers "closed":
-/// the message may still come back (its receiver's state out of memory), and nothing
-/// may come out of a channel after a receiver was told it was closed. (Before this
-/// count, such a message came back after another receiver had been told "closed".)
-pub struct Taken {
-    channel: Arc<Channel>,
-    msg: Msg,
-    /// Put back: no longer counted as out.
-    returned: bool,
-}
-
-impl Taken {
-    fn new(channel: &Arc<Channel>, msg: Msg) -> Taken {
-        Taken {
-            channel: Arc::clone(channel),
-            msg,
-            returned: false,
-        }
-    }
-
-    /// Delivered: its buffer goes back to the channel for a later send.
-    pub fn delivered(mut self) {
-        let msg = std::mem::replace(&mut self.msg, Msg::boolean(false));
-        self.channel.recycle(msg);
-    }
-
-    /// Not delivered: back at the front of the channel, received next.
-    pub fn requeue(mut self) {
-        let msg = std::mem::replace(&mut self.msg, Msg::boolean(false));
-        self.returned = true;
-        self.channel.requeue(msg);
-    }
-}
-
-impl std::ops::Deref for Taken {
-    type Target = Msg;
-    fn deref(&self) -> &Msg {
-        &self.msg
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        if !self.returned {
-            self.channel.delivery_over();
-        }
-    }
 }
 
 /// Wakes the waiters given (after the lock that chose them was released).
@@ -328,7 +273,6 @@ impl Channel {
             head: CachePadded::new(Head {
                 queue: Mutex::new(VecDeque::new()),
                 len: AtomicUsize::new(0),
-                delivering: AtomicUsize::new(0),
             }),
         }
     }
@@ -376,7 +320,7 @@ impl Channel {
     }
 
     /// Takes back the buffer of a message that was delivered, for a later send.
-    fn recycle(&self, msg: Msg) {
+    pub fn recycle(&self, msg: Msg) {
         if self.spares.bytes.load(Ordering::Relaxed) >= SPARE_TOTAL {
             return;
         }
@@ -460,32 +404,11 @@ impl Channel {
         self.head.len.load(Ordering::Acquire)
     }
 
-    /// Takes the front message of the receivers' side (under its lock), counted as
-    /// being delivered.
+    /// Takes the front message of the receivers' side (under its lock).
     fn take_apart(&self, head: &mut VecDeque<Msg>) -> Option<Msg> {
         let msg = pop_front(head)?;
         self.head.len.store(head.len(), Ordering::Release);
-        self.head.delivering.fetch_add(1, Ordering::AcqRel);
         Some(msg)
-    }
-
-    /// Whether no message taken by a receiver may still come back: a closed channel
-    /// is "closed" to a receiver only then (read under the lock a receiver checks
-    /// the close under).
-    fn none_out(&self) -> bool {
-        self.head.delivering.load(Ordering::Acquire) == 0
-    }
-
-    /// A taken message was delivered (or dropped): when it was the last one out of
-    /// a closed channel, the receivers waiting to learn whether it comes back are
-    /// woken to find the channel closed.
-    fn delivery_over(&self) {
-        if self.head.delivering.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.shut.load(Ordering::Acquire)
-        {
-            let waiting = self.inner.lock().receivers.take_all();
-            wait::wake_all(waiting);
-        }
     }
 
     /// Takes the next message, if any, with the waiter to wake for it: a sender now
@@ -507,13 +430,11 @@ impl Channel {
         }
         if let Some(msg) = pop_front(&mut inner.queue) {
             self.publish(inner);
-            self.head.delivering.fetch_add(1, Ordering::AcqRel);
             let wake = inner.signal_sender(self.capacity);
             return Some((msg, wake));
         }
         let offer = inner.offers.pop_front()?;
         self.publish(inner);
-        self.head.delivering.fetch_add(1, Ordering::AcqRel);
         Some((offer.msg, offer.sender))
     }
 
@@ -561,14 +482,14 @@ impl Channel {
 
     /// Takes a message if there is one. Otherwise, with `register`, adds that waiter
     /// to the receivers, to be woken when a message comes or the channel closes.
-    pub fn poll_receive(self: &Arc<Self>, register: Option<&Arc<Waiter>>) -> Polled {
+    pub fn poll_receive(&self, register: Option<&Arc<Waiter>>) -> Polled {
         let mut l = self.lock();
         if let Some((msg, wake)) = self.take_for(&mut l, register) {
             drop(l);
             wake_each(wake);
-            return Polled::Message(Taken::new(self, msg));
+            return Polled::Message(msg);
         }
-        if l.inner.closed && self.none_out() {
+        if l.inner.closed {
             return Polled::Closed;
         }
         if let Some(w) = register {
@@ -597,16 +518,15 @@ impl Channel {
     /// Receives a message, waiting as `wait` says. `interrupted` is asked before each
     /// park (under the channel's lock, so its answer and the channel's state agree).
     pub fn receive(
-        self: &Arc<Self>,
+        &self,
         wait: Wait,
         interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Taken, Failed> {
+    ) -> Result<Msg, Failed> {
         let mut l = if self.capacity.is_none() {
             let mut head = self.head.queue.lock();
             // The common case of a stream: no other lock to take.
             if let Some(msg) = self.take_apart(&mut head) {
-                drop(head);
-                return Ok(Taken::new(self, msg));
+                return Ok(msg);
             }
             Locked {
                 head: Some(head),
@@ -618,9 +538,9 @@ impl Channel {
         if let Some((msg, wake)) = self.take_for(&mut l, None) {
             drop(l);
             wake_each(wake);
-            return Ok(Taken::new(self, msg));
+            return Ok(msg);
         }
-        if l.inner.closed && self.none_out() {
+        if l.inner.closed {
             return Err(Failed::Closed);
         }
         drop(l);
@@ -640,12 +560,10 @@ impl Channel {
             if let Some((msg, wake)) = self.take_for(&mut l, Some(&w)) {
                 drop(l);
                 wake_each(wake);
-                return Ok(Taken::new(self, msg));
+                return Ok(msg);
             }
             let inner = &mut *l.inner;
-            // Closed and drained, unless a message taken may still come back: then
-            // this receiver waits for it, or for the last one out to be delivered.
-            if inner.closed && self.none_out() {
+            if inner.closed {
                 inner.receiver_back(&w);
                 inner.receivers.remove(&w);
                 return Err(Failed::Closed);
@@ -675,9 +593,8 @@ impl Channel {
     }
 
     /// Puts back a message that a receiver took but could not deliver (its state ran
-    /// out of memory), at the front: it is received next. It is no longer out, in
-    /// the same locked step, so no receiver can find the channel drained between.
-    fn requeue(&self, msg: Msg) {
+    /// out of memory), at the front: it is received next.
+    pub fn requeue(&self, msg: Msg) {
         let mut l = self.lock();
         match l.head.as_deref_mut() {
             Some(head) => {
@@ -686,7 +603,6 @@ impl Channel {
             }
             None => l.inner.queue.push_front(msg),
         }
-        self.head.delivering.fetch_sub(1, Ordering::AcqRel);
         self.publish(&l.inner);
         let next = l.inner.signal_receiver(self.apart());
         drop(l);
@@ -1077,11 +993,11 @@ mod tests {
         assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 0);
         assert_eq!(ch.len(), 2);
         let back = ch.receive(Wait::Now, &mut never()).unwrap();
-        back.requeue();
+        ch.requeue(back);
         assert_eq!(ch.len(), 2);
+        // A receiver registered while both parts were empty is woken by a send.
         assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 1);
         assert_eq!(int(&ch.receive(Wait::Now, &mut never()).unwrap()), 2);
-        // A receiver registered while both parts were empty is woken by a send.
         let waiter = {
             let ch = Arc::clone(&ch);
             std::thread::spawn(move || int(&ch.receive(FOREVER, &mut never()).unwrap()))
@@ -1089,54 +1005,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         ch.send(Msg::integer(7), Wait::Now, &mut never()).unwrap();
         assert_eq!(waiter.join().unwrap(), 7);
-    }
-
-    /// A receiver whose state ran out of memory puts its message back: another
-    /// receiver told "closed" in the meantime saw a message come out after that.
-    #[test]
-    fn regression_a_message_put_back_came_after_closed() {
-        for unbounded in [true, false] {
-            let ch = Channel::new(if unbounded { None } else { Some(4) });
-            ch.send(Msg::integer(1), Wait::Now, &mut never()).unwrap();
-            let out = ch.receive(Wait::Now, &mut never()).unwrap();
-            ch.close();
-            // Not "closed" while the message may come back.
-            assert_eq!(
-                ch.receive(Wait::Now, &mut never()).err(),
-                Some(Failed::Timeout)
-            );
-            let waiting = {
-                let ch = Arc::clone(&ch);
-                std::thread::spawn(move || {
-                    let first = ch.receive(FOREVER, &mut never()).map(|m| int(&m));
-                    (first, ch.receive(FOREVER, &mut never()).err())
-                })
-            };
-            std::thread::sleep(Duration::from_millis(20));
-            out.requeue();
-            assert_eq!(waiting.join().unwrap(), (Ok(1), Some(Failed::Closed)));
-        }
-    }
-
-    /// The last message out of a closed channel, delivered: receivers waiting to
-    /// learn whether it comes back are told "closed".
-    #[test]
-    fn the_last_delivery_out_of_a_closed_channel_tells_waiting_receivers() {
-        let ch = Channel::new(None);
-        ch.send(Msg::integer(1), Wait::Now, &mut never()).unwrap();
-        let out = ch.receive(Wait::Now, &mut never()).unwrap();
-        ch.close();
-        let waiting: Vec<_> = (0..3)
-            .map(|_| {
-                let ch = Arc::clone(&ch);
-                std::thread::spawn(move || ch.receive(FOREVER, &mut never()).err())
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(20));
-        out.delivered();
-        for w in waiting {
-            assert_eq!(w.join().unwrap(), Some(Failed::Closed));
-        }
     }
 
     /// Waiters registered with `register`, and how many of them were woken.
@@ -1254,7 +1122,7 @@ mod bench {
             let consumer = std::thread::spawn(move || {
                 for _ in 0..n {
                     let m = c2.receive(Wait::Until(None), &mut || false).unwrap();
-                    m.delivered();
+                    c2.recycle(m);
                 }
             });
             for _ in 0..n {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::channel::{Channel, Polled, Taken, Wait};
+use crate::channel::{Channel, Msg, Polled, Wait};
 use crate::record::Record;
 use crate::wait::{self, expired, Waiter};
 
@@ -22,7 +22,7 @@ pub enum Source {
 
 /// What fired, by position in the list.
 pub enum Fired {
-    Message(usize, Taken),
+    Message(usize, Msg),
     /// The channel is closed and drained.
     Closed(usize),
     /// The thread's chunk has finished: `join` will not block.
@@ -105,7 +105,6 @@ pub fn select(sources: &[Source], wait: Wait, interrupted: &mut dyn FnMut() -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::Msg;
     use crate::message::View;
     use std::time::{Duration, Instant};
 
