@@ -37,9 +37,6 @@ pub struct Record {
     waiter: Arc<Waiter>,
 }
 
-/// How long a joiner watches for the end before it sleeps.
-const END_SPIN: Duration = Duration::from_micros(50);
-
 /// How [`Record::wait_end`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -149,12 +146,6 @@ impl Record {
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Ended {
         if self.poll_end(None) {
-            return Ended::Finished;
-        }
-        // A short chunk ends within microseconds of its start: watching a moment
-        // costs less than a sleep and a wake-up (tens of microseconds on a VM), and
-        // halved a loop of `new`, `start`, `join`. At most one spinner per CPU.
-        if wait::spin_for(END_SPIN, deadline, || self.is_finished()) {
             return Ended::Finished;
         }
         let w = wait::current();
