@@ -68,20 +68,27 @@ pub unsafe fn open(l: RawState, module: Module) -> c_int {
     }
 }
 
-/// The pool behind the value at `idx`, for the copier (see `object.rs`).
+/// The handle of the live pool object at `idx`, if it is one. Valid while the value
+/// is reachable and no Lua code ran since.
 ///
 /// # Safety
 /// Valid state; never raises.
-unsafe fn pool_object_at(l: RawState, idx: c_int) -> Option<*const dyn Object> {
+unsafe fn handle_at(l: RawState, idx: c_int) -> Option<*const Handle> {
     // SAFETY: a non-null block with this tag is a `PoolSlot`, whose pointer is a live
     // handle until `__gc` empties it.
     unsafe {
         let slot = block_at(l, idx, &POOL_KEY) as *mut PoolSlot;
-        if slot.is_null() || (*slot).pool.is_null() {
-            return None;
-        }
-        Some((*slot).pool as *const Handle as *const dyn Object)
+        (!slot.is_null() && !(*slot).pool.is_null()).then(|| (*slot).pool.cast_const())
     }
+}
+
+/// The pool behind the value at `idx`, for the copier (see `object.rs`).
+///
+/// # Safety
+/// As for [`handle_at`].
+unsafe fn pool_object_at(l: RawState, idx: c_int) -> Option<*const dyn Object> {
+    // SAFETY: the same contract.
+    unsafe { handle_at(l, idx) }.map(|h| h as *const dyn Object)
 }
 
 /// A pool copied into another state is a new handle of the same pool there.
@@ -733,8 +740,8 @@ unsafe extern "C-unwind" fn l_pool_gc(l: RawState) -> c_int {
 unsafe extern "C-unwind" fn l_pool_eq(l: RawState) -> c_int {
     // SAFETY: called by Lua; reads only.
     unsafe {
-        let same = match (pool_object_at(l, 1), pool_object_at(l, 2)) {
-            (Some(a), Some(b)) => (*(a as *const Handle)).id() == (*(b as *const Handle)).id(),
+        let same = match (handle_at(l, 1), handle_at(l, 2)) {
+            (Some(a), Some(b)) => (*a).id() == (*b).id(),
             _ => ffi::lua_rawequal(l, 1, 2) != 0,
         };
         ffi::lua_pushboolean(l, same as c_int);
@@ -746,9 +753,8 @@ unsafe extern "C-unwind" fn l_tostring(l: RawState) -> c_int {
     // SAFETY: called by Lua; raising allowed, nothing owned.
     unsafe {
         // A pool by its identity, the same for every copy of it.
-        let pool = pool_object_at(l, 1);
-        let (what, p) = if let Some(pool) = pool {
-            (c"llthreads.pool: %p", (*(pool as *const Handle)).id())
+        let (what, p) = if let Some(pool) = handle_at(l, 1) {
+            (c"llthreads.pool: %p", (*pool).id())
         } else if !block_at(l, 1, &POOL_KEY).is_null() {
             (c"llthreads.pool: %p", ffi::lua_topointer(l, 1))
         } else if !block_at(l, 1, &TASK_KEY).is_null() {
