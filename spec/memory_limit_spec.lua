@@ -152,6 +152,13 @@ describe("memory limit (set_memory_limit)", function()
     end
   end)
 
+  -- RSS is a coarse gauge: the children allocate in glibc's per-thread arenas,
+  -- and what the specs before this one left there moves the figure by a few MB
+  -- either way (CI once saw +4.1 MB with no leak; alone it stays under 2 MB).
+  -- What a round could leak whole is at least 100 kB (a refused 1 MB argument,
+  -- a child state of up to LIMIT, a partly copied MANY): 150 rounds of that is
+  -- 15 MB or more, well above the 12 MB allowed. Smaller leaks are valgrind's:
+  -- tools/valgrind.sh runs this spec and allows 0 bytes lost.
   it("leaks nothing over 200 rounds (RSS at round 50 vs 200)", function()
     local rss50
     for i = 1, 200 do
@@ -165,7 +172,7 @@ describe("memory limit (set_memory_limit)", function()
     collectgarbage()
     collectgarbage()
     local grew = H.rss_kb() - rss50
-    assert(grew < 4096, ("RSS grew by %d kB between round 50 and 200"):format(grew))
+    assert(grew < 12 * 1024, ("RSS grew by %d kB between round 50 and 200"):format(grew))
   end)
 end)
 
