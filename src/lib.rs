@@ -12,7 +12,7 @@
 //! goes through [`wait`], so `interrupt()` can wake it.
 //!
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
-//! [`pool`], [`wait`] → [`raw`] → [`object`] → [`message`] → [`channel`] → [`handle`] → [`state`],
+//! [`wait`] → [`pool`], [`raw`] → [`object`] → [`message`] → [`channel`] → [`handle`] → [`state`],
 //! [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`] → [`child`] →
 //! [`thread`], [`taskpool`] → [`select`] → [`api`] → [`api_spawn`] → [`api_pool`] →
 //! [`api_channel`], [`ex`].

@@ -27,10 +27,13 @@
 
 use std::ffi::c_void;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use crate::wait;
 
 /// Work for one thread, run once. It may give its worker back to the pool before its
 /// last act through the [`Handback`] (see there).
@@ -38,6 +41,9 @@ pub type Job = Box<dyn for<'a> FnOnce(Handback<'a>) + Send + 'static>;
 
 /// How long a finished worker waits for more work before its thread exits.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a worker back from its job watches for the next one before it sleeps.
+const JOB_SPIN: Duration = Duration::from_micros(50);
 
 /// Idle workers kept at most; beyond that a finished worker exits at once.
 const MAX_IDLE: usize = 64;
@@ -70,11 +76,15 @@ struct Mailbox {
     /// Whether the worker parks after its job; not a thread made with a stack size of
     /// its own, which is for one job only.
     parks: bool,
+    /// Set when mail is posted: a worker just back watches it a moment before it
+    /// sleeps on the condition variable.
+    posted: AtomicBool,
 }
 
 impl Mailbox {
     fn post(&self, mail: Mail) {
         *self.mail() = mail;
+        self.posted.store(true, Ordering::Release);
         self.arrived.notify_one();
     }
 
@@ -146,6 +156,7 @@ pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
         arrived: std::sync::Condvar::new(),
         handle: Mutex::new(None),
         parks: stack_size.is_none(),
+        posted: AtomicBool::new(false),
     });
     let thread = Worker::start(Arc::clone(&mailbox), stack_size.unwrap_or(STACK_SIZE))?;
     *mailbox.handle.lock() = Some(thread);
@@ -267,6 +278,7 @@ fn give_back(home: &mut Home) -> Next {
             arrived: std::sync::Condvar::new(),
             handle: Mutex::new(None),
             parks: true,
+            posted: AtomicBool::new(false),
         })
     });
     let mut pool = POOL.lock();
@@ -371,6 +383,12 @@ fn receive(mailbox: &Mailbox, timeout: Option<Duration>) -> Got {
 
 /// Waits, parked, for the next mail; [`Got::Quit`] when the worker should exit.
 fn wait_parked(mailbox: &Arc<Mailbox>) -> Got {
+    // A thread that just finished is often started again at once (a loop of `new`,
+    // `start`, `join`): watching a moment costs less than a sleep and a wake-up (tens
+    // of microseconds on a VM), when the starter has a CPU of its own; the gauge
+    // stops it when it has not.
+    static PARKED_SPIN: wait::Gauge = wait::Gauge::new();
+    PARKED_SPIN.spin(JOB_SPIN, None, || mailbox.posted.load(Ordering::Acquire));
     match receive(mailbox, Some(IDLE_TIMEOUT)) {
         Got::Timeout => {
             // Leave the idle list, unless a `reserve` (or the last user leaving) has

@@ -53,6 +53,10 @@ use crate::wait::{self, WaitList};
 /// before sleeping. A sleep and a wake-up cost more than a short task (a pool's reason
 /// to be); each side spins only when it is its turn (one spinner per CPU).
 const TASK_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// What spinning has lately been worth at each of those two places (see
+/// [`wait::Gauge`]): nothing, when the machine has no CPU to spare.
+static TASK_JOIN_SPIN: wait::Gauge = wait::Gauge::new();
+static IDLE_WORKER_SPIN: wait::Gauge = wait::Gauge::new();
 
 /// The stack slot of a worker state's message handler; a task's function and
 /// arguments go above it.
@@ -149,7 +153,7 @@ impl Task {
             // A short task often ends within a spin: no sleep and no wake-up, each of
             // which costs more than the task.
             Wait::Until(deadline)
-                if wait::spin_for(TASK_SPIN, deadline, || self.record.is_finished()) =>
+                if TASK_JOIN_SPIN.spin(TASK_SPIN, deadline, || self.record.is_finished()) =>
             {
                 true
             }
@@ -557,7 +561,7 @@ fn next_task(shared: &Shared) -> Option<Arc<Task>> {
             // watching for it a moment costs less than a sleep and a wake-up.
             spun = true;
             drop(queue);
-            wait::spin_for(TASK_SPIN, None, || shared.queued.load(Ordering::SeqCst) > 0);
+            IDLE_WORKER_SPIN.spin(TASK_SPIN, None, || shared.queued.load(Ordering::SeqCst) > 0);
             queue = shared.queue.lock();
             continue;
         }
