@@ -164,6 +164,12 @@ impl Gauge {
         deadline: Option<Instant>,
         ready: impl Fn() -> bool,
     ) -> bool {
+        // A wait over before it starts (a task joined after it ended) says nothing of
+        // what spinning is worth here. Counted as a spin that paid, it reset the gauge:
+        // with such waits between long ones, every long one spun again.
+        if ready() {
+            return true;
+        }
         if !self.tries() {
             return ready();
         }
@@ -441,6 +447,32 @@ mod tests {
         assert_eq!(tries(&g, &[Spun::Ready; 36]), [31, 32, 33, 34, 35]);
         // ... and a miss skips one wait only.
         assert_eq!(tries(&g, &[Spun::Missed, Spun::Ready, Spun::Ready]), [0, 2]);
+    }
+
+    #[test]
+    fn waits_over_before_they_start_do_not_reset_a_gauge() {
+        // Each round: one wait that never comes true (a task still running), then two
+        // already over (tasks finished by the time they are joined). The long waits
+        // must back off as if the short ones were not there.
+        let g = Gauge::new();
+        let limit = Duration::from_micros(20);
+        let mut spun = 0;
+        for _ in 0..300 {
+            let looks = std::cell::Cell::new(0u32);
+            g.spin(limit, None, || {
+                looks.set(looks.get() + 1);
+                false
+            });
+            // A skipped wait looks once or twice; a spin looks all along its limit.
+            if looks.get() > 2 {
+                spun += 1;
+            }
+            assert!(g.spin(limit, None, || true));
+            assert!(g.spin(limit, None, || true));
+        }
+        // Back-off alone allows 9 spins in 300 waits; one more for a spin another
+        // test's spinner cut short is plenty.
+        assert!(spun <= 12, "{spun} of 300 long waits spun");
     }
 
     #[test]
