@@ -37,7 +37,7 @@ pub struct Record {
     waiter: Arc<Waiter>,
 }
 
-/// How long a joiner watches for the end before it sleeps.
+/// How long a joiner watches for the end before it sleeps (see [`Record::wait_end`]).
 const END_SPIN: Duration = Duration::from_micros(50);
 
 /// How [`Record::wait_end`] ended.
@@ -143,19 +143,22 @@ impl Record {
 
     /// Waits, with the calling thread's waiter, until finished or `deadline`
     /// (`None`: no limit). `interrupted` is asked before each park.
+    ///
+    /// A short chunk ends within microseconds of its start: watching a moment first
+    /// costs less than a sleep and a wake-up (tens of microseconds on a VM), when the
+    /// child has a CPU of its own. `gauge` is the caller's kind of join (threads,
+    /// pool tasks: they run different work), which stops the watching when it has
+    /// lately not paid.
     pub fn wait_end(
         &self,
+        gauge: &wait::Gauge,
         deadline: Option<Instant>,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Ended {
         if self.poll_end(None) {
             return Ended::Finished;
         }
-        // A short chunk ends within microseconds of its start: watching a moment
-        // costs less than a sleep and a wake-up (tens of microseconds on a VM), when
-        // the child has a CPU of its own; the gauge stops it when it has not.
-        static JOIN_SPIN: wait::Gauge = wait::Gauge::new();
-        if JOIN_SPIN.spin(END_SPIN, deadline, || self.is_finished()) {
+        if gauge.spin(END_SPIN, deadline, || self.is_finished()) {
             return Ended::Finished;
         }
         let w = wait::current();

@@ -49,9 +49,10 @@ use crate::record::{Ended, Record};
 use crate::state::ChildState;
 use crate::wait::{self, WaitList};
 
-/// How long a joiner watches for a task's end, and an idle worker for the next task,
-/// before sleeping. A sleep and a wake-up cost more than a short task (a pool's reason
-/// to be); each side spins only when it is its turn (one spinner per CPU).
+/// How long an idle worker watches for the next task before sleeping (a joiner
+/// watches as long for a task's end: see `Record::wait_end`). A sleep and a wake-up
+/// cost more than a short task (a pool's reason to be); each side spins only when it
+/// is its turn (one spinner per CPU).
 const TASK_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 /// What spinning has lately been worth at each of those two places (see
 /// [`wait::Gauge`]): nothing, when the machine has no CPU to spare.
@@ -150,20 +151,18 @@ impl Task {
         }
         let finished = match wait {
             Wait::Now => self.record.is_finished(),
-            // A short task often ends within a spin: no sleep and no wake-up, each of
-            // which costs more than the task.
-            Wait::Until(deadline)
-                if TASK_JOIN_SPIN.spin(TASK_SPIN, deadline, || self.record.is_finished()) =>
-            {
-                true
-            }
+            // A short task often ends within the watch `wait_end` keeps before it
+            // sleeps: no sleep and no wake-up, each of which costs more than the task.
             Wait::Until(deadline) => {
                 let mut module = None;
                 let mut interrupted = || {
                     module = interrupt::claim_here();
                     module.is_some()
                 };
-                match self.record.wait_end(deadline, &mut interrupted) {
+                match self
+                    .record
+                    .wait_end(&TASK_JOIN_SPIN, deadline, &mut interrupted)
+                {
                     Ended::Finished => true,
                     Ended::TimedOut => false,
                     Ended::Interrupted => {

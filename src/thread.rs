@@ -176,6 +176,8 @@ impl Thread {
 
     /// `None` waits as long as it takes.
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Joined, Refusal> {
+        /// What watching before a sleep has lately been worth in thread joins.
+        static JOIN_SPIN: wait::Gauge = wait::Gauge::new();
         let record = self.check_joinable()?;
         let finished = match timeout {
             Some(t) if t.is_zero() => record.is_finished(),
@@ -186,7 +188,7 @@ impl Thread {
                     module = interrupt::claim_here();
                     module.is_some()
                 };
-                match record.wait_end(deadline, &mut interrupted) {
+                match record.wait_end(&JOIN_SPIN, deadline, &mut interrupted) {
                     Ended::Finished => true,
                     Ended::TimedOut => false,
                     Ended::Interrupted => {
