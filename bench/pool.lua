@@ -10,6 +10,10 @@
 --                       workers, per worker, against a live thread's (bench/memory.lua)
 --   scaling_x           CPU-bound tasks on a pool of 2 against a pool of 1: the speedup
 --                       (target ≥ 1.9 on 2 cores)
+--   scaling_process_x   control, in the same rounds: the same tasks in two interpreter
+--                       processes (8 each) against one (16): what the machine gives two
+--                       CPU-bound loops at that moment, with no threads and no module
+--   scaling_vs_process  scaling_x / scaling_process_x, per round
 -- Rounds: BENCH_RUNS (default 7).
 local dir = (arg and arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
@@ -91,8 +95,26 @@ do -- idle workers
 end
 
 do -- scaling on CPU-bound tasks
-  local function burn(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
+  local BURN = "local function burn(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end"
+  local burn = assert((loadstring or load)(BURN .. " return burn"))()
   local tasks_n, work = 16, 2000000
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(BURN, " for _ = 1, tonumber(arg[1]) do burn(", work, ") end")
+  f:close()
+  local interp = B.interpreter()
+  local function processes(k)
+    return B.time_ms(function()
+      local ps = {}
+      for i = 1, k do
+        ps[i] = assert(io.popen(("'%s' '%s' %d"):format(interp, script, tasks_n / k), "r"))
+      end
+      for i = 1, k do
+        ps[i]:read("*a")
+        ps[i]:close()
+      end
+    end)
+  end
   local function run(size)
     local pool = llthreads.pool{ size = size }
     local ms = B.time_ms(function()
@@ -103,11 +125,16 @@ do -- scaling on CPU-bound tasks
     pool:close()
     return ms
   end
-  local xs = {}
+  local xs, ps, rs = {}, {}, {}
   for _ = 1, B.runs do
     local one_ms = run(1)
     local two_ms = run(2)
     xs[#xs + 1] = one_ms / two_ms
+    ps[#ps + 1] = processes(1) / processes(2)
+    rs[#rs + 1] = xs[#xs] / ps[#ps]
   end
+  os.remove(script)
   B.report("scaling_x", xs, "pool_of_2_vs_1")
+  B.report("scaling_process_x", ps, "2_processes_vs_1_same_rounds")
+  B.report("scaling_vs_process", rs, "per_round")
 end
