@@ -93,6 +93,16 @@ impl Mailbox {
     fn mail(&self) -> std::sync::MutexGuard<'_, Mail> {
         self.mail.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn new(parks: bool) -> Mailbox {
+        Mailbox {
+            mail: std::sync::Mutex::new(Mail::Empty),
+            arrived: std::sync::Condvar::new(),
+            handle: Mutex::new(None),
+            parks,
+            posted: AtomicBool::new(false),
+        }
+    }
 }
 
 struct Pool {
@@ -151,13 +161,7 @@ pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
             return Ok(Reserved(Some(mailbox)));
         }
     }
-    let mailbox = Arc::new(Mailbox {
-        mail: std::sync::Mutex::new(Mail::Empty),
-        arrived: std::sync::Condvar::new(),
-        handle: Mutex::new(None),
-        parks: stack_size.is_none(),
-        posted: AtomicBool::new(false),
-    });
+    let mailbox = Arc::new(Mailbox::new(stack_size.is_none()));
     let thread = Worker::start(Arc::clone(&mailbox), stack_size.unwrap_or(STACK_SIZE))?;
     *mailbox.handle.lock() = Some(thread);
     Ok(Reserved(Some(mailbox)))
@@ -272,15 +276,7 @@ enum Next {
 /// Parks the worker in a new mailbox if the pool has users and room, else leaves its
 /// thread to be joined.
 fn give_back(home: &mut Home) -> Next {
-    let mailbox = home.parks.then(|| {
-        Arc::new(Mailbox {
-            mail: std::sync::Mutex::new(Mail::Empty),
-            arrived: std::sync::Condvar::new(),
-            handle: Mutex::new(None),
-            parks: true,
-            posted: AtomicBool::new(false),
-        })
-    });
+    let mailbox = home.parks.then(|| Arc::new(Mailbox::new(true)));
     let mut pool = POOL.lock();
     if let Some(mailbox) = mailbox.filter(|_| pool.users > 0 && pool.idle.len() < MAX_IDLE) {
         *mailbox.handle.lock() = home.handle.take();
