@@ -6,6 +6,9 @@
 --   module_task_us      a task that needs a module (require "string", then a real
 --                       string job) on a warm pool, against new(source):start():join()
 --                       of the same code: µs each, alternating, and the ratio
+--   module_cjson_*      the same with a real C module, lua-cjson (encode a 20-field
+--                       record), when `require "cjson"` works here; the pool's workers
+--                       load it once, in `init`
 --   idle_worker_kib     resident memory of a pool of BENCH_POOL_IDLE (default 64) idle
 --                       workers, per worker, against a live thread's (bench/memory.lua)
 --   scaling_x           CPU-bound tasks on a pool of 2 against a pool of 1: the speedup
@@ -79,6 +82,41 @@ do -- a task that needs a module: warm pool against a fresh thread
   local sb = B.report("module_task_new_us", xb)
   B.report("module_task_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
   pool:close()
+end
+
+do -- a task that needs a real C module: lua-cjson, when installed
+  local found = pcall(require, "cjson")
+  if not found then
+    B.note("module_cjson: lua-cjson is not installed here (Debian: apt-get install lua-cjson): skipped")
+  else
+    local function job(t) return #require("cjson").encode(t) end
+    local SOURCE = "local t = ... return #require('cjson').encode(t)"
+    local record = {}
+    for i = 1, 20 do record["field" .. i] = i % 2 == 0 and i * 1.5 or ("value " .. i) end
+    local pool = llthreads.pool{ size = 1, init = function() require "cjson" end }
+    local expect = #require("cjson").encode(record)
+    local n = 300
+    local xa, xb, ratios = {}, {}, {}
+    for _ = 1, B.runs do
+      local a = B.time_ms(function()
+        for _ = 1, n do
+          local ok, len = pool:submit(job, record):join()
+          if not ok or len ~= expect then error("task gave " .. tostring(len)) end
+        end
+      end) * 1000 / n
+      local b = B.time_ms(function()
+        for _ = 1, n do
+          local ok, len = llthreads.new(SOURCE, record):start():join()
+          if not ok or len ~= expect then error("thread gave " .. tostring(len)) end
+        end
+      end) * 1000 / n
+      xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = a, b, a / b
+    end
+    local sa = B.report("module_cjson_pool_us", xa)
+    local sb = B.report("module_cjson_new_us", xb)
+    B.report("module_cjson_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
+    pool:close()
+  end
 end
 
 do -- idle workers
