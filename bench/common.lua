@@ -104,6 +104,26 @@ function M.report(name, xs, extra)
   return st
 end
 
+-- Two ways of doing the same thing, side by side: fa(n) and fb(n) each run n of
+-- them; after a warm-up of a tenth, they take turns, one batch each per round (a full
+-- collection before each). Reports <label>_<a>_us and <label>_<b>_us (µs per thing)
+-- and <label>_ratio (a / b within each round).
+function M.side_by_side(label, a, fa, b, fb, n)
+  fa(math.max(1, math.floor(n / 10)))
+  fb(math.max(1, math.floor(n / 10)))
+  local xa, xb, ratios = {}, {}, {}
+  for _ = 1, M.runs do
+    collectgarbage()
+    local ta = M.time_ms(function() fa(n) end) * 1000 / n
+    collectgarbage()
+    local tb = M.time_ms(function() fb(n) end) * 1000 / n
+    xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = ta, tb, ta / tb
+  end
+  local sa = M.report(label .. "_" .. a .. "_us", xa)
+  local sb = M.report(label .. "_" .. b .. "_us", xb)
+  M.report(label .. "_ratio", ratios, ("median_ratio=%s"):format(fmt(sa.median / sb.median)))
+end
+
 function M.note(...)
   print("# " .. table.concat({ ... }, " "))
   io.stdout:flush()

@@ -57,23 +57,6 @@ local function new_big(n)
   end
 end
 
--- Alternates the two, one batch each per round; µs per thread.
-local function side_by_side(label, fa, fb, n)
-  fa(math.max(1, math.floor(n / 10)))
-  fb(math.max(1, math.floor(n / 10)))
-  local xa, xb, ratios = {}, {}, {}
-  for _ = 1, B.runs do
-    collectgarbage()
-    local ta = B.time_ms(function() fa(n) end) * 1000 / n
-    collectgarbage()
-    local tb = B.time_ms(function() fb(n) end) * 1000 / n
-    xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = ta, tb, ta / tb
-  end
-  local sa = B.report(label .. "_a_us", xa)
-  local sb = B.report(label .. "_b_us", xb)
-  B.report(label .. "_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
-end
-
 B.header("functions")
-side_by_side("spawn_vs_new", spawn_small, new_small, N)
-side_by_side("upvalue_vs_arg", spawn_big, new_big, BIG_N)
+B.side_by_side("spawn_vs_new", "a", spawn_small, "b", new_small, N)
+B.side_by_side("upvalue_vs_arg", "a", spawn_big, "b", new_big, BIG_N)

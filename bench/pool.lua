@@ -64,6 +64,19 @@ do -- throughput
   pool:close()
 end
 
+-- 300 tasks fn(arg) on `pool` against 300 threads new(source, arg), side by side;
+-- every one must return `expect`.
+local function pool_against_new(name, pool, fn, source, arg, expect)
+  local function check(what, ok, v)
+    if not ok or v ~= expect then error(what .. " gave " .. tostring(v)) end
+  end
+  B.side_by_side(name, "pool", function(n)
+    for _ = 1, n do check("task", pool:submit(fn, arg):join()) end
+  end, "new", function(n)
+    for _ = 1, n do check("thread", llthreads.new(source, arg):start():join()) end
+  end, 300)
+end
+
 do -- a task that needs a module: warm pool against a fresh thread
   local function job(n)
     local string = require "string"
@@ -71,22 +84,12 @@ do -- a task that needs a module: warm pool against a fresh thread
   end
   local SOURCE = "local n = ... local string = require 'string' return #string.rep('ab', n):upper()"
   local pool = llthreads.pool{ size = 1 }
-  local n = 300
-  local xa, xb, ratios = {}, {}, {}
-  for _ = 1, B.runs do
-    local a = B.time_ms(function() for _ = 1, n do pool:submit(job, 100):join() end end) * 1000 / n
-    local b = B.time_ms(function() for _ = 1, n do llthreads.new(SOURCE, 100):start():join() end end) * 1000 / n
-    xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = a, b, a / b
-  end
-  local sa = B.report("module_task_pool_us", xa)
-  local sb = B.report("module_task_new_us", xb)
-  B.report("module_task_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
+  pool_against_new("module_task", pool, job, SOURCE, 100, 200)
   pool:close()
 end
 
 do -- a task that needs a real C module: lua-cjson, when installed
-  local found = pcall(require, "cjson")
-  if not found then
+  if not pcall(require, "cjson") then
     B.note("module_cjson: lua-cjson is not installed here (Debian: apt-get install lua-cjson): skipped")
   else
     local function job(t) return #require("cjson").encode(t) end
@@ -94,27 +97,7 @@ do -- a task that needs a real C module: lua-cjson, when installed
     local record = {}
     for i = 1, 20 do record["field" .. i] = i % 2 == 0 and i * 1.5 or ("value " .. i) end
     local pool = llthreads.pool{ size = 1, init = function() require "cjson" end }
-    local expect = #require("cjson").encode(record)
-    local n = 300
-    local xa, xb, ratios = {}, {}, {}
-    for _ = 1, B.runs do
-      local a = B.time_ms(function()
-        for _ = 1, n do
-          local ok, len = pool:submit(job, record):join()
-          if not ok or len ~= expect then error("task gave " .. tostring(len)) end
-        end
-      end) * 1000 / n
-      local b = B.time_ms(function()
-        for _ = 1, n do
-          local ok, len = llthreads.new(SOURCE, record):start():join()
-          if not ok or len ~= expect then error("thread gave " .. tostring(len)) end
-        end
-      end) * 1000 / n
-      xa[#xa + 1], xb[#xb + 1], ratios[#ratios + 1] = a, b, a / b
-    end
-    local sa = B.report("module_cjson_pool_us", xa)
-    local sb = B.report("module_cjson_new_us", xb)
-    B.report("module_cjson_ratio", ratios, ("median_ratio=%s"):format(B.fmt(sa.median / sb.median)))
+    pool_against_new("module_cjson", pool, job, SOURCE, record, #require("cjson").encode(record))
     pool:close()
   end
 end
