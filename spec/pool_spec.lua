@@ -146,6 +146,47 @@ describe("llthreads.pool", function()
     end)
   end)
 
+  -- The cache is a table in the registry, which Lua code reaches with `debug`: what it
+  -- plants there must never be loaded as a function's code.
+  describe("a function submitted many times, its cache tampered with", function()
+    local function cache_of(f)
+      for _, t in pairs(debug.getregistry()) do
+        local mt = type(t) == "table" and getmetatable(t)
+        if mt and rawget(mt, "__mode") == "k" and rawget(t, f) ~= nil then return t end
+      end
+    end
+
+    it("regression: bytecode planted in the cache through the registry ran as the function", function()
+      local pool = llthreads.pool{ size = 1 }
+      local function f() return "f" end
+      local function g() return "g" end
+      for _ = 1, 2 do
+        H.assert_values({ true, "f", n = 2 }, values(pool:submit(f)))
+        H.assert_values({ true, "g", n = 2 }, values(pool:submit(g)))
+      end
+      local cache = cache_of(f)
+      assert(cache, "the cache was not found in the registry")
+      local plants = {
+        string.dump(g), -- another function's valid bytecode
+        rawget(cache, g), -- what the cache keeps for another function
+        "\27Lua not bytecode at all",
+        io.stdout, -- another library's userdata
+        42,
+      }
+      local function ran_f(got, what)
+        assert(got.n == 2 and got[1] == true and got[2] == "f", what .. " gave " .. H.show_pack(got))
+      end
+      for i, plant in ipairs(plants) do
+        rawset(cache, f, plant)
+        ran_f(values(pool:submit(f)), "plant " .. i .. ": submit")
+        rawset(cache, f, plant)
+        ran_f(H.pack(llthreads.spawn(f):join()), "plant " .. i .. ": spawn")
+      end
+      H.assert_values({ true, "g", n = 2 }, values(pool:submit(g)))
+      pool:close()
+    end)
+  end)
+
   -- A pool is a value: copied into a task (an upvalue, an argument), a thread, a
   -- channel message or a result, it is a handle of the same pool there.
   describe("as a value", function()

@@ -1677,13 +1677,30 @@ pub unsafe fn c_function_names(l: RawState) {
 }
 
 /// Registry key of a state's table of the bytecode of functions it copied more than
-/// once: weak keys, the functions; values, `true` after the first copy and the
-/// bytecode string from the second on. A closure's bytecode never changes (the
+/// once: weak keys, the functions; values, `true` after the first copy and a
+/// [`Bytecode`] block from the second on. A closure's bytecode never changes (the
 /// debug library changes upvalues, not code), so a function submitted to a pool in a
 /// loop is dumped twice, not once per task: on 5.5 each dump also leaves a table of
 /// garbage in the source state, and a loop of submits ran at half the speed of a loop
 /// of source strings.
 static DUMPS: u8 = 0;
+
+/// The head of a userdata block in [`DUMPS`]: the bytecode follows it. The table is in
+/// the registry, where Lua code with `debug` can reach it and put any value under any
+/// function; only a block that this library made for that very function is used, so
+/// no planted string or foreign userdata is ever loaded as bytecode, and no function's
+/// bytecode is shipped for another.
+#[repr(C)]
+struct Bytecode {
+    /// The address of [`DUMPS`]: Lua code cannot write a userdata's memory, so a block
+    /// that starts with it was made by `remember_function`.
+    tag: *const u8,
+    /// `lua_topointer` of the function it was dumped from, which stays its own while
+    /// the function lives (the table's keys are weak: a collected function's entry
+    /// goes with it).
+    function: *const c_void,
+}
+const BYTECODE_HEAD: usize = std::mem::size_of::<Bytecode>();
 
 /// What [`DUMPS`] has for a function.
 enum Remembered<'a> {
@@ -1692,7 +1709,7 @@ enum Remembered<'a> {
     Bytecode(&'a [u8]),
 }
 
-/// Looks the function at `from[idx]` up in [`DUMPS`]. The bytes are the string's in
+/// Looks the function at `from[idx]` up in [`DUMPS`]. The bytes are the block's in
 /// the table, alive while the function is (it is on the stack) and no Lua code runs.
 ///
 /// # Safety
@@ -1707,10 +1724,20 @@ unsafe fn remembered<'a>(from: RawState, idx: c_int) -> Remembered<'a> {
             ffi::lua_pushvalue(from, idx);
             ffi::lua_rawget(from, -2);
             found = match ffi::lua_type(from, -1) {
-                ffi::LUA_TSTRING => {
-                    let mut len = 0;
-                    let p = ffi::lua_tolstring(from, -1, &mut len);
-                    Remembered::Bytecode(std::slice::from_raw_parts(p.cast::<u8>(), len))
+                ffi::LUA_TUSERDATA => {
+                    // The size check comes before the head is read, so the read stays
+                    // inside the block whatever library made it.
+                    let size = ffi::lua_rawlen(from, -1) as usize;
+                    let block = ffi::lua_touserdata(from, -1) as *const Bytecode;
+                    if size > BYTECODE_HEAD
+                        && std::ptr::eq((*block).tag, &DUMPS)
+                        && std::ptr::eq((*block).function, ffi::lua_topointer(from, idx))
+                    {
+                        let code = block.cast::<u8>().add(BYTECODE_HEAD);
+                        Remembered::Bytecode(std::slice::from_raw_parts(code, size - BYTECODE_HEAD))
+                    } else {
+                        Remembered::Seen
+                    }
                 }
                 ffi::LUA_TNIL => Remembered::Nothing,
                 _ => Remembered::Seen,
@@ -1777,7 +1804,18 @@ pub unsafe fn remember_function(l: RawState, idx: c_int) {
             }
             ffi::lua_pushvalue(l, 1);
             match &code {
-                Some(code) => push_bytes(l, code),
+                Some(code) => {
+                    let block = ffi::lua_newuserdata(l, BYTECODE_HEAD + code.len());
+                    let head = Bytecode {
+                        tag: &DUMPS,
+                        function: ffi::lua_topointer(l, 1),
+                    };
+                    // `lua_newuserdata` returned a block of that size (it raises
+                    // otherwise), aligned for any C object.
+                    std::ptr::write(block as *mut Bytecode, head);
+                    let bytes = block.cast::<u8>().add(BYTECODE_HEAD);
+                    std::ptr::copy_nonoverlapping(code.as_ptr(), bytes, code.len());
+                }
                 None => ffi::lua_pushboolean(l, 1),
             }
             ffi::lua_rawset(l, -3);
