@@ -1687,9 +1687,17 @@ static DUMPS: u8 = 0;
 
 /// The head of a userdata block in [`DUMPS`]: the bytecode follows it. The table is in
 /// the registry, where Lua code with `debug` can reach it and put any value under any
-/// function; only a block that this library made for that very function is used, so
-/// no planted string or foreign userdata is ever loaded as bytecode, and no function's
-/// bytecode is shipped for another.
+/// function; only a block that this library made, for a function at the address of
+/// the one being copied, is used. So no planted string or foreign userdata is ever
+/// loaded as bytecode, and a live function's block is never used for another one.
+///
+/// What the head cannot tell: that the function it was made for has died. Lua code
+/// that keeps a block after its function is collected, and plants it under a new
+/// function the allocator put at the same address, has the dead function's code
+/// shipped for the new one. That code is still bytecode this library dumped in this
+/// state, with the new function's upvalues set by index (`lua_setupvalue` checks it),
+/// so the worst is a Lua error in the task, never a crash; and the same code could
+/// have submitted the dead function itself.
 #[repr(C)]
 struct Bytecode {
     /// The address of [`DUMPS`]: Lua code cannot write a userdata's memory, so a block
