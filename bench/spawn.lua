@@ -6,7 +6,14 @@
 --   *_cpu_us           the same batches in process CPU time (os.clock: all threads of
 --                      the process, user + system), µs per thread: what a thread costs
 --                      in work, without the waits, so less sensitive to a busy machine
--- Each run is one wall-clock batch of N threads (BENCH_SPAWN_N, default 2000).
+--   after_idle_spawn_join_us, after_idle_new_us
+--                      the parent idles BENCH_SPAWN_GAP_MS (default 5) before each
+--                      new() + start() + join() (or new() alone): the latency of a thread
+--                      started now and then, as a server would for a request; median
+--                      over the run's BENCH_SPAWN_IDLE_N (default 200) threads, each
+--                      timed alone. Needs luasystem (`require "system"`, Debian's
+--                      lua-system, which busted depends on) for its clock and sleep.
+-- Each other run is one wall-clock batch of N threads (BENCH_SPAWN_N, default 2000).
 local dir = (arg and arg[0] or ""):match("^(.*)[/\\][^/\\]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
 local B = require "common"
@@ -65,7 +72,40 @@ local function measure(name, fn)
   B.report((name:gsub("_us$", "_cpu_us")), cs, "n=" .. N .. " what=process_cpu_time")
 end
 
+-- Times each of n threads started after an idle gap; gives the median in µs.
+local function after_idle(n, started)
+  local ok, system = pcall(require, "system")
+  if not ok or not system.monotime or not system.sleep then return nil end
+  local gap = B.getenv_number("BENCH_SPAWN_GAP_MS", 5) / 1000
+  local xs = {}
+  for i = 1, n do
+    system.sleep(gap)
+    local t0 = system.monotime()
+    local t = llthreads.new(CODE)
+    if started then
+      local ok2, v = t:start():join()
+      if not ok2 or v ~= 1 then error("join gave " .. tostring(ok2) .. ", " .. tostring(v)) end
+    end
+    xs[i] = (system.monotime() - t0) * 1e6
+    t = nil
+  end
+  return B.stats(xs).median
+end
+
+local function measure_after_idle(name, started)
+  local n = B.getenv_number("BENCH_SPAWN_IDLE_N", 200)
+  if not after_idle(math.max(1, math.floor(n / 10)), started) then
+    B.note(name .. ": skipped (no luasystem: require 'system' failed)")
+    return
+  end
+  local xs = {}
+  for r = 1, B.runs do xs[r] = after_idle(n, started) end
+  B.report(name, xs, "n=" .. n .. " gap_ms=" .. B.getenv_number("BENCH_SPAWN_GAP_MS", 5) .. " what=median_of_each_timed")
+end
+
 B.header("spawn")
 measure("spawn_join_us", spawn_join)
 measure("new_close_us", new_close)
 measure("spawn_batch16_us", batch16)
+measure_after_idle("after_idle_spawn_join_us", true)
+measure_after_idle("after_idle_new_us", false)

@@ -21,6 +21,7 @@ use crate::errors::{push_message, traceback};
 use crate::interrupt::Request;
 use crate::names::{Module, Text, ThreadName, LOGGER_FIELD};
 use crate::pool;
+use crate::prepared;
 use crate::raw::{
     arg_error, protected, push_bytes, push_package, raise_top, registry_get, registry_set,
     string_at, tagged_block, RawState,
@@ -527,15 +528,26 @@ unsafe fn build(
     limit: Option<usize>,
     levels: c_int,
 ) -> Result<ChildState, Raise> {
-    let state = ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?;
+    // A prepared state (see `prepared.rs`) is this one up to the chunk, made earlier
+    // by a parked worker.
+    let (state, prepared) = match prepared::take(limit) {
+        Some(state) => (state, true),
+        None => (
+            ChildState::new(limit).ok_or(Raise::Static(c"not enough memory"))?,
+            false,
+        ),
+    };
     let c = state.raw();
     let mut load_failed = false;
     let mut body = |c: RawState| -> c_int {
         // SAFETY: protected on the child `c`, which nobody else uses yet.
         unsafe {
-            ffi::luaL_openlibs(c);
-            // Before any code of the chunk's, so that interrupts follow its coroutines.
-            coroutine::install(c);
+            if !prepared {
+                ffi::luaL_openlibs(c);
+                // Before any code of the chunk's, so that interrupts follow its
+                // coroutines.
+                coroutine::install(c);
+            }
             ffi::lua_pushcfunction(c, traceback);
             let Some(code) = code else {
                 return Frame::HANDLER;

@@ -13,9 +13,9 @@
 //!
 //! Dependencies run one way, from the leaves up: [`names`], [`diag`], [`barrier`],
 //! [`wait`] → [`pool`], [`raw`] → [`object`] → [`message`] → [`channel`] → [`handle`] → [`state`],
-//! [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`] → [`child`] →
-//! [`thread`], [`taskpool`] → [`select`] → [`api`] → [`api_spawn`] → [`api_pool`] →
-//! [`api_channel`], [`ex`].
+//! [`copy`], [`errors`] → [`interrupt`] → [`coroutine`], [`record`] → [`prepared`],
+//! [`child`] → [`thread`], [`taskpool`] → [`select`] → [`api`] → [`api_spawn`] →
+//! [`api_pool`] → [`api_channel`], [`ex`].
 //!
 //! No Rust panic reaches Lua: entry points catch panics of their work and raise them
 //! as Lua errors; anywhere else a panic aborts with a message ([`barrier`]). The
@@ -61,6 +61,7 @@ mod names;
 mod object;
 mod pin;
 mod pool;
+mod prepared;
 mod raw;
 mod record;
 mod select;

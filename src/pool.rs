@@ -15,6 +15,17 @@
 //! the last user leaving. Workers still running a job (detached threads) go on; they
 //! exit when done.
 //!
+//! A parked worker also does the library's background work, the [`IdleWork`] installed
+//! with [`set_idle_work`] (the stock of prepared Lua states, `prepared.rs`), but only
+//! once it has had no job for [`IDLE_WORK_AFTER`]: in a loop that starts threads back
+//! to back the CPUs are already busy (the caller makes the next state while the last
+//! child's worker closes its own), and work done ahead there only moves the queue. One
+//! parked worker at a time is on duty for it ([`DUTY`]): sixteen workers parked
+//! between two batches of sixteen threads would otherwise each wake for it, a wake-up
+//! per thread. A worker busy with the work is passed over by [`reserve`], so a job
+//! never waits for it. The work's `release` runs when no parked worker is left: the
+//! last one timed out, or the last user left and every parked worker is joined.
+//!
 //! A job never unwinds into a worker: a panic outside an entry point's barrier aborts
 //! the process (see `barrier.rs`), so workers need no `catch_unwind` of their own.
 //!
@@ -28,7 +39,7 @@
 use std::ffi::c_void;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -41,6 +52,10 @@ pub type Job = Box<dyn for<'a> FnOnce(Handback<'a>) + Send + 'static>;
 
 /// How long a finished worker waits for more work before its thread exits.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a parked worker waits for a job before it does the idle work: longer than
+/// the gaps of a loop that starts threads back to back (tens of microseconds).
+const IDLE_WORK_AFTER: Duration = Duration::from_millis(1);
 
 /// How long a worker back from its job watches for the next one before it sleeps.
 const JOB_SPIN: Duration = Duration::from_micros(50);
@@ -79,6 +94,9 @@ struct Mailbox {
     /// Set when mail is posted: a worker just back watches it a moment before it
     /// sleeps on the condition variable.
     posted: AtomicBool,
+    /// Set, under the pool's lock, while the parked worker does the idle work:
+    /// [`reserve`] passes it over then.
+    busy: AtomicBool,
 }
 
 impl Mailbox {
@@ -94,6 +112,11 @@ impl Mailbox {
         self.mail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether mail waits (a job, `Unused` or `Quit`): it ends the idle work.
+    fn has_mail(&self) -> bool {
+        !matches!(*self.mail(), Mail::Empty)
+    }
+
     fn new(parks: bool) -> Mailbox {
         Mailbox {
             mail: std::sync::Mutex::new(Mail::Empty),
@@ -101,8 +124,48 @@ impl Mailbox {
             handle: Mutex::new(None),
             parks,
             posted: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
         }
     }
+}
+
+/// Background work done by parked workers.
+pub struct IdleWork {
+    /// Does the work. It calls `stop` between steps and returns as soon as it says
+    /// true (the worker has mail). It must not panic (see `barrier.rs`).
+    pub run: fn(stop: &dyn Fn() -> bool),
+    /// Frees what the work made; called when no parked worker is left: the last one
+    /// timed out (a `run` may then be under way on a worker that just parked), or the
+    /// last user left and every parked worker is joined (no `run` is).
+    pub release: fn(),
+}
+
+static IDLE_WORK: OnceLock<IdleWork> = OnceLock::new();
+
+/// Set while a parked worker is on duty for the idle work (see the module comment).
+static DUTY: AtomicBool = AtomicBool::new(false);
+
+/// The idle-work duty, held by one parked worker; given back when dropped.
+struct Duty;
+
+impl Duty {
+    /// Takes the duty if no other worker has it.
+    fn claim() -> Option<Duty> {
+        DUTY.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Duty)
+    }
+}
+
+impl Drop for Duty {
+    fn drop(&mut self) {
+        DUTY.store(false, Ordering::Release);
+    }
+}
+
+/// Installs the idle work, once per process (later calls change nothing).
+pub fn set_idle_work(work: IdleWork) {
+    let _ = IDLE_WORK.set(work);
 }
 
 struct Pool {
@@ -147,6 +210,9 @@ pub fn remove_user() {
         thread.join();
     }
     log::debug!("last user gone: {} parked worker(s) ended", idle.len());
+    if let Some(work) = IDLE_WORK.get() {
+        (work.release)();
+    }
 }
 
 /// A worker set aside for one job: getting one is the only step that can fail (the OS
@@ -157,8 +223,14 @@ pub struct Reserved(Option<Arc<Mailbox>>);
 /// `stack_size`, always a new thread with that stack, which exits after its job.
 pub fn reserve(stack_size: Option<usize>) -> io::Result<Reserved> {
     if stack_size.is_none() {
-        if let Some(mailbox) = POOL.lock().idle.pop() {
-            return Ok(Reserved(Some(mailbox)));
+        let mut pool = POOL.lock();
+        // The most recently parked worker that is not doing the idle work.
+        if let Some(at) = pool
+            .idle
+            .iter()
+            .rposition(|m| !m.busy.load(Ordering::Relaxed))
+        {
+            return Ok(Reserved(Some(pool.idle.remove(at))));
         }
     }
     let mailbox = Arc::new(Mailbox::new(stack_size.is_none()));
@@ -339,6 +411,20 @@ fn work(mut mailbox: Arc<Mailbox>) {
     }
 }
 
+/// Runs the idle work on a parked worker, marked busy so that `reserve` passes it
+/// over; not when it has already been reserved (mail is on the way).
+fn idle_work(mailbox: &Arc<Mailbox>, work: &IdleWork) {
+    {
+        let pool = POOL.lock();
+        if pool.users == 0 || !pool.idle.iter().any(|m| Arc::ptr_eq(m, mailbox)) {
+            return;
+        }
+        mailbox.busy.store(true, Ordering::Relaxed);
+    }
+    (work.run)(&|| mailbox.has_mail());
+    mailbox.busy.store(false, Ordering::Relaxed);
+}
+
 enum Got {
     Job(Job),
     Unused,
@@ -385,7 +471,17 @@ fn wait_parked(mailbox: &Arc<Mailbox>) -> Got {
     // stops it when it has not.
     static PARKED_SPIN: wait::Gauge = wait::Gauge::new();
     PARKED_SPIN.spin(JOB_SPIN, None, || mailbox.posted.load(Ordering::Acquire));
-    match receive(mailbox, Some(IDLE_TIMEOUT)) {
+    let mut timeout = IDLE_TIMEOUT;
+    if let Some(work) = IDLE_WORK.get() {
+        if let Some(_duty) = Duty::claim() {
+            match receive(mailbox, Some(IDLE_WORK_AFTER)) {
+                Got::Timeout => idle_work(mailbox, work),
+                got => return got,
+            }
+            timeout -= IDLE_WORK_AFTER;
+        }
+    }
+    match receive(mailbox, Some(timeout)) {
         Got::Timeout => {
             // Leave the idle list, unless a `reserve` (or the last user leaving) has
             // already taken this mailbox out of it: then mail is on the way.
@@ -394,6 +490,13 @@ fn wait_parked(mailbox: &Arc<Mailbox>) -> Got {
                 pool.idle.swap_remove(pos);
                 let handle = mailbox.handle.lock().take();
                 exiting(&mut pool, handle);
+                let last = pool.idle.is_empty();
+                drop(pool);
+                // What the idle work keeps is for parked workers to hand out: with
+                // none left, the process goes back to what it held before.
+                if let (true, Some(work)) = (last, IDLE_WORK.get()) {
+                    (work.release)();
+                }
                 return Got::Quit;
             }
             drop(pool);
@@ -577,6 +680,107 @@ mod tests {
             ended.load(Ordering::SeqCst),
             "the worker's thread was not joined"
         );
+        assert!(POOL.lock().idle.is_empty());
+    }
+
+    // The idle work of these tests counts its runs and, while HOLD is set, lasts
+    // until its worker gets mail. Installed once for the whole test binary (as
+    // `prepared.rs` does for the module); other tests' workers run it too, which
+    // costs them nothing while HOLD is clear.
+    static IDLE_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static IDLE_RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static HOLD: AtomicBool = AtomicBool::new(false);
+
+    fn counted_run(stop: &dyn Fn() -> bool) {
+        IDLE_RUNS.fetch_add(1, Ordering::SeqCst);
+        while HOLD.load(Ordering::SeqCst) && !stop() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn counted_release() {
+        IDLE_RELEASES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Installs the counting idle work; waits until parked workers of earlier tests
+    /// have had their turn at it, so that counts start from a quiet pool.
+    fn quiet_counted_pool() {
+        set_idle_work(IdleWork {
+            run: counted_run,
+            release: counted_release,
+        });
+        std::thread::sleep(IDLE_WORK_AFTER * 20);
+    }
+
+    /// Runs `n` jobs at once that end together, and waits until their workers are
+    /// back (parked, as the pool has a user).
+    fn park_together(n: usize) {
+        let gate = Arc::new(std::sync::Barrier::new(n));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..n {
+            let (gate, tx) = (Arc::clone(&gate), tx.clone());
+            reserve(None)
+                .unwrap()
+                .run(Box::new(move |handback: Handback<'_>| {
+                    gate.wait();
+                    handback.then(|| tx.send(()).unwrap());
+                }));
+        }
+        for _ in 0..n {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+    }
+
+    #[test]
+    fn one_parked_worker_at_a_time_wakes_for_the_idle_work() {
+        let _serial = SERIAL.lock();
+        add_user();
+        quiet_counted_pool();
+        let before = IDLE_RUNS.load(Ordering::SeqCst);
+        park_together(16);
+        std::thread::sleep(IDLE_WORK_AFTER * 50);
+        let runs = IDLE_RUNS.load(Ordering::SeqCst) - before;
+        // One, or two when the scheduler held a worker back past the first one's
+        // turn; without the duty every one of the sixteen would run it.
+        assert!(
+            (1..=3).contains(&runs),
+            "16 parked workers ran it {runs} times"
+        );
+        let released = IDLE_RELEASES.load(Ordering::SeqCst);
+        remove_user();
+        assert_eq!(IDLE_RELEASES.load(Ordering::SeqCst), released + 1);
+    }
+
+    #[test]
+    fn a_worker_busy_with_the_idle_work_is_passed_over_and_stops_for_the_last_user() {
+        let _serial = SERIAL.lock();
+        add_user();
+        quiet_counted_pool();
+        HOLD.store(true, Ordering::SeqCst);
+        let before = IDLE_RUNS.load(Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        reserve(None)
+            .unwrap()
+            .run(job(move || t.send(std::thread::current().id()).unwrap()));
+        let busy = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while IDLE_RUNS.load(Ordering::SeqCst) == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            IDLE_RUNS.load(Ordering::SeqCst) > before,
+            "no idle work ran"
+        );
+        // The only parked worker is busy with it: a job gets another thread, at once.
+        reserve(None)
+            .unwrap()
+            .run(job(move || tx.send(std::thread::current().id()).unwrap()));
+        let other = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(busy, other, "a job waited for the idle work");
+        // The last user leaving posts `Quit`: the work stops and the worker is joined.
+        remove_user();
+        HOLD.store(false, Ordering::SeqCst);
         assert!(POOL.lock().idle.is_empty());
     }
 }
