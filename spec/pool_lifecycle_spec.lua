@@ -65,10 +65,6 @@ describe("the thread pool", function()
       local f = assert(io.open(out, "w")) f:write(tid()) f:close()
     ]]
     assert(llthreads.new(code, first):start(false, false):join())
-    -- A thread parked for a millisecond prepares the next child states (prepared.rs),
-    -- and a start does not wait for that: it takes another thread meanwhile. Let it
-    -- finish.
-    H.sleep(0.2)
     assert(llthreads.new(code, second):start(false, false):join())
     local a, b = H.read_file(first), H.read_file(second)
     assert(a and a:match("^%d+$"), "first child wrote " .. tostring(a))
