@@ -7,10 +7,10 @@
 --                      the process, user + system), µs per thread: what a thread costs
 --                      in work, without the waits, so less sensitive to a busy machine
 --   after_idle_spawn_join_us, after_idle_new_us
---                      the parent idles BENCH_SPAWN_GAP_MS (default 5) before each
+--                      the parent idles BENCH_SPAWN_GAP_MS (default 20) before each
 --                      new() + start() + join() (or new() alone): the latency of a thread
 --                      started now and then, as a server would for a request; median
---                      over the run's BENCH_SPAWN_IDLE_N (default 200) threads, each
+--                      over the run's BENCH_SPAWN_IDLE_N (default 100) threads, each
 --                      timed alone. Needs luasystem (`require "system"`, Debian's
 --                      lua-system, which busted depends on) for its clock and sleep.
 -- Each other run is one wall-clock batch of N threads (BENCH_SPAWN_N, default 2000).
@@ -76,7 +76,7 @@ end
 local function after_idle(n, started)
   local ok, system = pcall(require, "system")
   if not ok or not system.monotime or not system.sleep then return nil end
-  local gap = B.getenv_number("BENCH_SPAWN_GAP_MS", 5) / 1000
+  local gap = B.getenv_number("BENCH_SPAWN_GAP_MS", 20) / 1000
   local xs = {}
   for i = 1, n do
     system.sleep(gap)
@@ -93,14 +93,14 @@ local function after_idle(n, started)
 end
 
 local function measure_after_idle(name, started)
-  local n = B.getenv_number("BENCH_SPAWN_IDLE_N", 200)
+  local n = B.getenv_number("BENCH_SPAWN_IDLE_N", 100)
   if not after_idle(math.max(1, math.floor(n / 10)), started) then
     B.note(name .. ": skipped (no luasystem: require 'system' failed)")
     return
   end
   local xs = {}
   for r = 1, B.runs do xs[r] = after_idle(n, started) end
-  B.report(name, xs, "n=" .. n .. " gap_ms=" .. B.getenv_number("BENCH_SPAWN_GAP_MS", 5) .. " what=median_of_each_timed")
+  B.report(name, xs, "n=" .. n .. " gap_ms=" .. B.getenv_number("BENCH_SPAWN_GAP_MS", 20) .. " what=median_of_each_timed")
 end
 
 B.header("spawn")

@@ -1,6 +1,6 @@
 -- Prepared states: `new` takes its child state, when it can, from a small stock
 -- that parked worker threads of the pool filled ahead of time (once they have had
--- no job for a millisecond), so that creating the Lua state and opening its
+-- no job for 10 ms), so that creating the Lua state and opening its
 -- libraries is off the caller's path. A state from
 -- the stock cannot be told from one made on the spot: no code ever ran in it, it
 -- has the standard libraries and nothing else, the package paths a fresh state
