@@ -149,6 +149,40 @@ describe("a prepared state", function()
     end)
   end
 
+  it("regression: kept the package paths of the environment it was made in", function()
+    -- `luaL_openlibs` takes package.path and package.cpath from LUA_PATH and
+    -- LUA_CPATH (or their _5_x forms). Lua code can change the process environment
+    -- through a C function (luaposix's setenv, LuaJIT's ffi, or libc's clearenv,
+    -- which takes no argument and returns 0, so it can be called as a Lua C
+    -- function): a state made on the spot afterwards sees the change, and so must
+    -- a state taken from the stock.
+    local mark = "/from-the-environment/"
+    local vars = {}
+    for _, suffix in ipairs { "", "_5_2", "_5_3", "_5_4", "_5_5" } do
+      vars[#vars + 1] = "LUA_PATH" .. suffix .. "=" .. H.shq(mark .. "?.lua;;")
+      vars[#vars + 1] = "LUA_CPATH" .. suffix .. "=" .. H.shq(mark .. "?.so;" .. package.cpath)
+    end
+    local out = H.survives(PRELUDE .. [[
+      local MARK = ...
+      local PATHS = "return tostring(package.path:find('/from-the-environment/', 1, true) ~= nil) .. ' ' .. " ..
+        "tostring(package.cpath:find('/from-the-environment/', 1, true) ~= nil)"
+      say("thread 1 saw the variables:", select(2, run("1", PATHS)))
+      -- the worker that ran thread 1 fills the stock meanwhile
+      os.execute("sleep 0.2")
+      local clearenv = assert(package.loadlib("libc.so.6", "clearenv"))
+      clearenv()
+      say("LUA_PATH now", tostring(os.getenv("LUA_PATH")))
+      say("thread 2 saw the variables:", select(2, run("2", PATHS)))
+      say("thread 3 saw the variables:", select(2, run("3", PATHS)))
+    ]], "LLTHREADS_LOG=trace " .. table.concat(vars, " "))
+    H.assert_contains(out, "thread 1 saw the variables: true true\n")
+    H.assert_contains(out, "LUA_PATH now nil\n")
+    H.assert_contains(out, "thread 2 saw the variables: false false\n")
+    H.assert_contains(out, "thread 3 saw the variables: false false\n")
+    -- the stock still serves once it holds states made in the new environment
+    assert_prepared(out, "3")
+  end)
+
   it("is closed when the last state that loaded the module closes", function()
     local code, out = H.run_lua(PRELUDE .. [[
       run("1", "return 1")

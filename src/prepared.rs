@@ -12,11 +12,11 @@
 //! - it has the limit asked for, exactly: only a state made for that same limit (or
 //!   for none, with none) is handed out, so a state made before `set_memory_limit`
 //!   changed is never used for the new limit;
-//! - `package.path` / `package.cpath` come from the environment (`LUA_PATH`, ...) when
-//!   `luaL_openlibs` runs, as for a state made on the spot: Lua code cannot change the
-//!   process environment (the standard library has `os.getenv`, no `setenv`), so the
-//!   value is the same whenever it is read. (A C module calling `setenv` while the
-//!   process runs would be seen by states prepared after the change only.)
+//! - it has the `package.path` / `package.cpath` a state made now would get:
+//!   `luaL_openlibs` takes them from the environment ([`PATH_VARS`]), and Lua code can
+//!   change that while the process runs (a C module's `setenv`, LuaJIT's `ffi`), so a
+//!   state is handed out only while those variables have the values they had just
+//!   before its libraries were opened; the others are closed by a worker.
 //!
 //! The stock is process-wide and last in, first out: at most [`PER_LIMIT`] states for
 //! each of the [`LIMITS`] limits `new` asked for most recently. It is filled by
@@ -27,7 +27,7 @@
 //! calls [`release`] and every prepared state is closed, so a process that stopped
 //! starting threads, or that exits, keeps none.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, OsString};
 
 use mlua::ffi;
 use parking_lot::Mutex;
@@ -46,11 +46,35 @@ const LIMITS: usize = 2;
 /// A memory limit as `new` gives it to [`ChildState::new`].
 type Limit = Option<usize>;
 
+/// The environment variables `luaL_openlibs` reads, for `package.path` and
+/// `package.cpath` (the version's own names first, where it has them).
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+const PATH_VARS: [&str; 2] = ["LUA_PATH", "LUA_CPATH"];
+#[cfg(feature = "lua52")]
+const PATH_VARS: [&str; 4] = ["LUA_PATH_5_2", "LUA_PATH", "LUA_CPATH_5_2", "LUA_CPATH"];
+#[cfg(feature = "lua53")]
+const PATH_VARS: [&str; 4] = ["LUA_PATH_5_3", "LUA_PATH", "LUA_CPATH_5_3", "LUA_CPATH"];
+#[cfg(feature = "lua54")]
+const PATH_VARS: [&str; 4] = ["LUA_PATH_5_4", "LUA_PATH", "LUA_CPATH_5_4", "LUA_CPATH"];
+#[cfg(feature = "lua55")]
+const PATH_VARS: [&str; 4] = ["LUA_PATH_5_5", "LUA_PATH", "LUA_CPATH_5_5", "LUA_CPATH"];
+
+/// The values of [`PATH_VARS`] at one moment: what a state's package paths come from.
+#[derive(PartialEq)]
+struct PathVars([Option<OsString>; PATH_VARS.len()]);
+
+impl PathVars {
+    fn now() -> PathVars {
+        PathVars(PATH_VARS.map(std::env::var_os))
+    }
+}
+
 /// The stock's bookkeeping, over any kind of state `S` (a [`ChildState`]; the tests
-/// use plain numbers).
-struct Stock<S> {
-    /// The states, the most recently made last.
-    states: Vec<(Limit, S)>,
+/// use plain numbers) and of environment `E` ([`PathVars`]).
+struct Stock<S, E> {
+    /// The states, the most recently made last, each with the environment it was
+    /// made in.
+    states: Vec<(Limit, E, S)>,
     /// The limits `new` asked for lately, the most recent first.
     wanted: [Option<Limit>; LIMITS],
     /// States being made now, per entry of `wanted` (an entry that moves takes its
@@ -61,10 +85,10 @@ struct Stock<S> {
     refused: Option<Limit>,
 }
 
-static STOCK: Mutex<Stock<ChildState>> = Mutex::new(Stock::new());
+static STOCK: Mutex<Stock<ChildState, PathVars>> = Mutex::new(Stock::new());
 
-impl<S> Stock<S> {
-    const fn new() -> Stock<S> {
+impl<S, E: PartialEq> Stock<S, E> {
+    const fn new() -> Stock<S, E> {
         Stock {
             states: Vec::new(),
             wanted: [None; LIMITS],
@@ -74,7 +98,7 @@ impl<S> Stock<S> {
     }
 
     fn have(&self, limit: Limit) -> usize {
-        self.states.iter().filter(|(l, _)| *l == limit).count()
+        self.states.iter().filter(|(l, _, _)| *l == limit).count()
     }
 
     /// Puts `limit` first among the wanted ones (unless refused); the least recently
@@ -99,14 +123,21 @@ impl<S> Stock<S> {
         self.making[0] = making;
     }
 
-    /// The most recently made state for exactly `limit`, if any; `limit` becomes
-    /// the most wanted one either way.
-    fn take(&mut self, limit: Limit) -> Option<S> {
+    /// The most recently made state for exactly `limit` made in the environment of
+    /// now, which `env` reads (only when there is a state for `limit`), if any;
+    /// `limit` becomes the most wanted one either way. States made in another
+    /// environment stay for [`Stock::surplus`] to take out: the caller does not pay
+    /// for closing them.
+    fn take(&mut self, limit: Limit, env: impl FnOnce() -> E) -> Option<S> {
         self.want(limit);
+        if self.have(limit) == 0 {
+            return None;
+        }
+        let env = env();
         self.states
             .iter()
-            .rposition(|(l, _)| *l == limit)
-            .map(|at| self.states.remove(at).1)
+            .rposition(|(l, e, _)| *l == limit && *e == env)
+            .map(|at| self.states.remove(at).2)
     }
 
     /// A wanted limit short of states (counting those being made), marked as being
@@ -123,15 +154,16 @@ impl<S> Stock<S> {
         None
     }
 
-    /// A state for `limit` was made (`Some`) or could not be (`None`).
-    fn made(&mut self, limit: Limit, state: Option<S>) {
+    /// A state for `limit` was made (`Some`, with the environment it was made in)
+    /// or could not be (`None`).
+    fn made(&mut self, limit: Limit, state: Option<(E, S)>) {
         let at = self.wanted.iter().position(|w| *w == Some(limit));
         if let Some(i) = at {
             self.making[i] = self.making[i].saturating_sub(1);
         }
         match state {
             // Kept even when `limit` is no longer wanted: `surplus` closes it then.
-            Some(state) => self.states.push((limit, state)),
+            Some((env, state)) => self.states.push((limit, env, state)),
             None => {
                 self.refused = Some(limit);
                 if let Some(i) = at {
@@ -141,15 +173,24 @@ impl<S> Stock<S> {
         }
     }
 
-    /// Takes out the states of limits no longer wanted, and any beyond
-    /// [`PER_LIMIT`] (the oldest first), for the caller to close.
-    fn surplus(&mut self) -> Vec<S> {
+    /// Takes out the states made in another environment than `env`, those of limits
+    /// no longer wanted, and any beyond [`PER_LIMIT`] (the oldest first), for the
+    /// caller to close.
+    fn surplus(&mut self, env: &E) -> Vec<S> {
         let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.states.len() {
+            if self.states[i].1 != *env {
+                out.push(self.states.remove(i).2);
+            } else {
+                i += 1;
+            }
+        }
         let mut i = 0;
         while i < self.states.len() {
             let limit = self.states[i].0;
             if !self.wanted.contains(&Some(limit)) || self.have(limit) > PER_LIMIT {
-                out.push(self.states.remove(i).1);
+                out.push(self.states.remove(i).2);
             } else {
                 i += 1;
             }
@@ -158,7 +199,7 @@ impl<S> Stock<S> {
     }
 
     /// Forgets everything, giving back the states to close.
-    fn clear(&mut self) -> Vec<(Limit, S)> {
+    fn clear(&mut self) -> Vec<(Limit, E, S)> {
         self.wanted = [None; LIMITS];
         self.making = [0; LIMITS];
         self.refused = None;
@@ -167,16 +208,19 @@ impl<S> Stock<S> {
 }
 
 /// Makes states with `make` until every wanted limit of `stock` has its share, or
-/// until `stop` says true. States are made and closed outside the lock.
-fn refill_with<S>(
-    stock: &Mutex<Stock<S>>,
-    make: impl Fn(Limit) -> Option<S>,
+/// until `stop` says true; `env` is the environment now. States are made and closed
+/// outside the lock.
+fn refill_with<S, E: PartialEq>(
+    stock: &Mutex<Stock<S, E>>,
+    make: impl Fn(Limit) -> Option<(E, S)>,
+    env: impl Fn() -> E,
     stop: &dyn Fn() -> bool,
 ) {
     loop {
+        let now = env();
         let (surplus, next) = {
             let mut stock = stock.lock();
-            let surplus = stock.surplus();
+            let surplus = stock.surplus(&now);
             let next = if stop() { None } else { stock.next_to_make() };
             (surplus, next)
         };
@@ -198,10 +242,11 @@ fn register() {
     });
 }
 
-/// A prepared state for `limit`, if the stock has one; never makes a state itself.
+/// A prepared state for `limit`, if the stock has one made in the environment of
+/// now; never makes or closes a state itself.
 pub fn take(limit: Limit) -> Option<ChildState> {
     register();
-    let state = STOCK.lock().take(limit);
+    let state = STOCK.lock().take(limit, PathVars::now);
     if state.is_some() {
         log::trace!("new: a prepared state");
     }
@@ -211,7 +256,7 @@ pub fn take(limit: Limit) -> Option<ChildState> {
 /// The pool's idle work: makes states until every wanted limit has its stock, or
 /// until `stop` says the worker has a job. Closes the states no longer wanted.
 fn refill(stop: &dyn Fn() -> bool) {
-    refill_with(&STOCK, prepare, stop);
+    refill_with(&STOCK, prepare, PathVars::now, stop);
 }
 
 /// Closes every prepared state: no parked worker is left to refill the stock.
@@ -225,9 +270,13 @@ fn release() {
 }
 
 /// Makes a state as `new` would, up to its chunk: libraries opened, coroutine
-/// functions installed, empty stack. `None` when memory (or the limit) ran out.
-fn prepare(limit: Limit) -> Option<ChildState> {
+/// functions installed, empty stack; with the environment read just before its
+/// libraries were opened (when it changes meanwhile, the state is taken for one of
+/// the old environment, and not handed out). `None` when memory (or the limit) ran
+/// out.
+fn prepare(limit: Limit) -> Option<(PathVars, ChildState)> {
     let state = ChildState::new(limit)?;
+    let env = PathVars::now();
     let mut body = |c: RawState| -> c_int {
         // SAFETY: protected on `c`, a fresh state used by this thread only, with the
         // free slots `install` needs (the body's frame has LUA_MINSTACK).
@@ -247,7 +296,7 @@ fn prepare(limit: Limit) -> Option<ChildState> {
     // SAFETY: `c` is valid and used by this thread only; emptying the stack cannot
     // raise.
     unsafe { ffi::lua_settop(state.raw(), 0) };
-    Some(state)
+    Some((env, state))
 }
 
 #[cfg(test)]
@@ -256,36 +305,44 @@ mod tests {
 
     // States here are numbers: the unit tests run without a Lua library to call
     // (the module gets Lua's symbols from its host), so making real states is left
-    // to spec/prepared_state_spec.lua.
+    // to spec/prepared_state_spec.lua. Environments are numbers too.
 
-    fn filled(stock: &Mutex<Stock<u32>>) {
-        refill_with(stock, |_| Some(0), &|| false);
+    const ENV: u8 = 0;
+
+    fn filled(stock: &Mutex<Stock<u32, u8>>) {
+        refill_with(stock, |_| Some((ENV, 0)), || ENV, &|| false);
     }
 
-    fn count(stock: &Mutex<Stock<u32>>, limit: Limit) -> usize {
+    fn count(stock: &Mutex<Stock<u32, u8>>, limit: Limit) -> usize {
         stock.lock().have(limit)
     }
 
     #[test]
     fn only_limits_new_asked_for_are_prepared() {
-        let stock = Mutex::new(Stock::<u32>::new());
+        let stock = Mutex::new(Stock::<u32, u8>::new());
         filled(&stock);
         assert!(stock.lock().states.is_empty());
-        assert!(stock.lock().take(None).is_none(), "out of an empty stock");
+        assert!(
+            stock.lock().take(None, || ENV).is_none(),
+            "out of an empty stock"
+        );
         filled(&stock);
         assert_eq!(count(&stock, None), PER_LIMIT);
     }
 
     #[test]
     fn a_state_made_for_one_limit_is_never_given_for_another() {
-        let stock = Mutex::new(Stock::<u32>::new());
+        let stock = Mutex::new(Stock::<u32, u8>::new());
         let (a, b) = (Some(4 << 20), Some(8 << 20));
-        let _ = stock.lock().take(a);
+        let _ = stock.lock().take(a, || ENV);
         filled(&stock);
         assert_eq!(count(&stock, a), PER_LIMIT);
-        assert!(stock.lock().take(b).is_none(), "a state for another limit");
         assert!(
-            stock.lock().take(None).is_none(),
+            stock.lock().take(b, || ENV).is_none(),
+            "a state for another limit"
+        );
+        assert!(
+            stock.lock().take(None, || ENV).is_none(),
             "a limited state for none"
         );
         // Three limits asked for, two kept: the oldest one's states go.
@@ -294,69 +351,96 @@ mod tests {
             (count(&stock, a), count(&stock, b), count(&stock, None)),
             (0, PER_LIMIT, PER_LIMIT)
         );
-        assert!(stock.lock().take(b).is_some());
+        assert!(stock.lock().take(b, || ENV).is_some());
     }
 
     #[test]
     fn the_most_recently_made_state_goes_first() {
-        let stock = Mutex::new(Stock::<u32>::new());
-        let _ = stock.lock().take(None);
+        let stock = Mutex::new(Stock::<u32, u8>::new());
+        let _ = stock.lock().take(None, || ENV);
         let next = std::sync::atomic::AtomicU32::new(1);
         refill_with(
             &stock,
-            |_| Some(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            |_| Some((ENV, next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))),
+            || ENV,
             &|| false,
         );
-        assert_eq!(stock.lock().take(None), Some(2));
-        assert_eq!(stock.lock().take(None), Some(1));
-        assert_eq!(stock.lock().take(None), None);
+        assert_eq!(stock.lock().take(None, || ENV), Some(2));
+        assert_eq!(stock.lock().take(None, || ENV), Some(1));
+        assert_eq!(stock.lock().take(None, || ENV), None);
     }
 
     #[test]
     fn a_limit_no_state_fits_in_is_not_tried_again() {
-        let stock = Mutex::new(Stock::<u32>::new());
+        let stock = Mutex::new(Stock::<u32, u8>::new());
         let tiny = Some(1000);
-        let _ = stock.lock().take(tiny);
+        let _ = stock.lock().take(tiny, || ENV);
         let tries = std::sync::atomic::AtomicUsize::new(0);
         let make = |_| {
             tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             None
         };
-        refill_with(&stock, make, &|| false);
-        let _ = stock.lock().take(tiny);
-        refill_with(&stock, make, &|| false);
+        refill_with(&stock, make, || ENV, &|| false);
+        let _ = stock.lock().take(tiny, || ENV);
+        refill_with(&stock, make, || ENV, &|| false);
         assert_eq!(tries.into_inner(), 1);
     }
 
     #[test]
     fn refill_stops_when_the_worker_has_a_job() {
-        let stock = Mutex::new(Stock::<u32>::new());
-        let _ = stock.lock().take(None);
-        refill_with(&stock, |_| Some(0), &|| true);
+        let stock = Mutex::new(Stock::<u32, u8>::new());
+        let _ = stock.lock().take(None, || ENV);
+        refill_with(&stock, |_| Some((ENV, 0)), || ENV, &|| true);
         assert_eq!(count(&stock, None), 0);
     }
 
     #[test]
     fn states_being_made_count_against_the_share() {
         // Two workers refilling at once make no more than the share between them.
-        let stock = Mutex::new(Stock::<u32>::new());
-        let _ = stock.lock().take(None);
+        let stock = Mutex::new(Stock::<u32, u8>::new());
+        let _ = stock.lock().take(None, || ENV);
         let first = stock.lock().next_to_make();
         let second = stock.lock().next_to_make();
         assert_eq!((first, second), (Some(None), Some(None)));
         assert_eq!(stock.lock().next_to_make(), None);
-        stock.lock().made(None, Some(0));
-        stock.lock().made(None, Some(0));
+        stock.lock().made(None, Some((ENV, 0)));
+        stock.lock().made(None, Some((ENV, 0)));
         assert_eq!(count(&stock, None), PER_LIMIT);
     }
 
     #[test]
     fn clear_gives_back_every_state() {
-        let stock = Mutex::new(Stock::<u32>::new());
-        let _ = stock.lock().take(None);
+        let stock = Mutex::new(Stock::<u32, u8>::new());
+        let _ = stock.lock().take(None, || ENV);
         filled(&stock);
         assert_eq!(stock.lock().clear().len(), PER_LIMIT);
         filled(&stock);
         assert!(stock.lock().states.is_empty(), "refilled after clear");
+    }
+
+    #[test]
+    fn a_state_made_in_another_environment_is_never_given_and_a_worker_closes_it() {
+        let stock = Mutex::new(Stock::<u32, u8>::new());
+        let _ = stock.lock().take(None, || ENV);
+        filled(&stock);
+        assert_eq!(count(&stock, None), PER_LIMIT);
+        let changed = ENV + 1;
+        assert!(
+            stock.lock().take(None, || changed).is_none(),
+            "a state made before the environment changed"
+        );
+        // The next refill closes them and makes states of the new environment.
+        refill_with(&stock, |_| Some((changed, 1)), || changed, &|| false);
+        assert!(
+            stock
+                .lock()
+                .states
+                .iter()
+                .all(|(_, env, _)| *env == changed),
+            "a state of the old environment was kept"
+        );
+        assert_eq!(count(&stock, None), PER_LIMIT);
+        assert_eq!(stock.lock().take(None, || changed), Some(1));
+        assert_eq!(stock.lock().take(None, || changed), Some(1));
     }
 }
