@@ -22,10 +22,13 @@
 //! each of the [`LIMITS`] limits `new` asked for most recently. It is filled by
 //! parked workers that have had no job for a while (`pool.rs` says why not at once),
 //! never by `new`. States of a limit no longer asked for are closed by a worker too.
-//! Prepared states live as long as parked workers do: when the last one exits (it
-//! timed out, or the last state using the module closed and joined it), the pool
-//! calls [`release`] and every prepared state is closed, so a process that stopped
-//! starting threads, or that exits, keeps none.
+//! Prepared states are closed ([`release`]) when the last parked worker times out,
+//! and when the last state using the module closes and the pool joins its workers:
+//! a process that stopped starting threads, or that exits, keeps none. While every
+//! worker runs a long job, none times out, and the stock (at most
+//! `PER_LIMIT × LIMITS` states) stays until one parks and idles out; closing it
+//! whenever `start` takes the last parked worker would waste it in the very case it
+//! is for, a thread started now and then on the one parked worker.
 
 use std::ffi::{c_int, OsString};
 
@@ -59,13 +62,14 @@ const PATH_VARS: [&str; 4] = ["LUA_PATH_5_4", "LUA_PATH", "LUA_CPATH_5_4", "LUA_
 #[cfg(feature = "lua55")]
 const PATH_VARS: [&str; 4] = ["LUA_PATH_5_5", "LUA_PATH", "LUA_CPATH_5_5", "LUA_CPATH"];
 
-/// The values of [`PATH_VARS`] at one moment: what a state's package paths come from.
+/// The values of [`PATH_VARS`] a state's package paths came from; `None` for a state
+/// whose libraries were opened while they changed, which matches no moment.
 #[derive(PartialEq)]
-struct PathVars([Option<OsString>; PATH_VARS.len()]);
+struct PathVars(Option<[Option<OsString>; PATH_VARS.len()]>);
 
 impl PathVars {
     fn now() -> PathVars {
-        PathVars(PATH_VARS.map(std::env::var_os))
+        PathVars(Some(PATH_VARS.map(std::env::var_os)))
     }
 }
 
@@ -270,13 +274,13 @@ fn release() {
 }
 
 /// Makes a state as `new` would, up to its chunk: libraries opened, coroutine
-/// functions installed, empty stack; with the environment read just before its
-/// libraries were opened (when it changes meanwhile, the state is taken for one of
-/// the old environment, and not handed out). `None` when memory (or the limit) ran
-/// out.
+/// functions installed, empty stack; with the environment read before and after its
+/// libraries were opened: when it changed meanwhile, the paths may come from either,
+/// so the state is tagged as matching no environment, never handed out, and closed
+/// by the next refill. `None` when memory (or the limit) ran out.
 fn prepare(limit: Limit) -> Option<(PathVars, ChildState)> {
     let state = ChildState::new(limit)?;
-    let env = PathVars::now();
+    let before = PathVars::now();
     let mut body = |c: RawState| -> c_int {
         // SAFETY: protected on `c`, a fresh state used by this thread only, with the
         // free slots `install` needs (the body's frame has LUA_MINSTACK).
@@ -296,6 +300,11 @@ fn prepare(limit: Limit) -> Option<(PathVars, ChildState)> {
     // SAFETY: `c` is valid and used by this thread only; emptying the stack cannot
     // raise.
     unsafe { ffi::lua_settop(state.raw(), 0) };
+    let env = if PathVars::now() == before {
+        before
+    } else {
+        PathVars(None)
+    };
     Some((env, state))
 }
 
