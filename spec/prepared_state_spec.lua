@@ -183,6 +183,63 @@ describe("a prepared state", function()
     assert_prepared(out, "3")
   end)
 
+  it("regression: had the package path of a moment when another thread changed the variable and changed it back", function()
+    -- A C module (luaposix's setenv, or LuaJIT's ffi) may change LUA_PATH while a
+    -- worker opens a prepared state's libraries, and change it back before the
+    -- worker reads the environment again: equal readings before and after do not
+    -- prove the library read that value. Once the changes are over, every new child
+    -- must have the path of the environment as it is, as a state made on the spot
+    -- would. The helper flips the variable for a few milliseconds, ending on the
+    -- value it started with; children started during the flips are not checked
+    -- (any value of that moment is right), the two started after them are.
+    local c, so = H.tmpname(), H.tmpname()
+    H.write_file(c, [[
+      #include <stdlib.h>
+      #include <time.h>
+      typedef struct lua_State lua_State;
+      const char *lua_tolstring(lua_State *L, int idx, size_t *len);
+      /* flip(name, other, value, ms): sets name to other, then value, for ms */
+      int flip(lua_State *L) {
+        const char *name = lua_tolstring(L, 1, NULL), *other = lua_tolstring(L, 2, NULL);
+        const char *value = lua_tolstring(L, 3, NULL);
+        long ms = atol(lua_tolstring(L, 4, NULL));
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+          setenv(name, other, 1);
+          setenv(name, value, 1);
+          clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+        return 0;
+      }
+    ]])
+    local code, cc_out = H.run("cc -x c -shared -fPIC -o " .. H.shq(so) .. " " .. H.shq(c))
+    assert(code == 0, "this case needs a C compiler to build its helper:\n" .. cc_out)
+    -- the variable this version reads first
+    local name = (H.flavour == "5.1" or H.is_jit) and "LUA_PATH" or ("LUA_PATH_" .. H.flavour:gsub("%.", "_"))
+    local out = H.survives(("local SO, NAME = %q, %q\n"):format(so, name) .. [[
+      local llthreads = require "llthreads"
+      local P = "return package.path:match('^[^;]*')"
+      local wrong = 0
+      for round = 1, 50 do
+        local flipper = llthreads.new("local f = assert(package.loadlib(...)) f(select(3, ...))",
+          SO, "flip", NAME, "/b/?.lua;;", "/a/?.lua;;", "80"):start()
+        -- pauses over 10 ms: the worker refills the stock while the variable flips
+        for _ = 1, 4 do
+          os.execute("sleep 0.015")
+          llthreads.new(P):start():join()
+        end
+        assert(flipper:join())
+        for _ = 1, 2 do
+          local _, path = llthreads.new(P):start():join()
+          if path ~= "/a/?.lua" then wrong = wrong + 1 end
+        end
+      end
+      print("children with another path: " .. wrong)
+    ]], ("LUA_PATH=%s %s=%s"):format(H.shq("/a/?.lua;;"), name, H.shq("/a/?.lua;;")), 120)
+    H.assert_contains(out, "children with another path: 0\n")
+  end)
+
   it("is closed when the last state that loaded the module closes", function()
     local code, out = H.run_lua(PRELUDE .. [[
       run("1", "return 1")

@@ -16,7 +16,9 @@
 //!   `luaL_openlibs` takes them from the environment ([`PATH_VARS`]), and Lua code can
 //!   change that while the process runs (a C module's `setenv`, LuaJIT's `ffi`), so a
 //!   state is handed out only while those variables have the values they had just
-//!   before its libraries were opened; the others are closed by a worker.
+//!   before and after its libraries were opened, and only if its paths are what
+//!   those values give (they may have changed and changed back in between); the
+//!   others are closed by a worker.
 //!
 //! The stock is process-wide and last in, first out: at most [`PER_LIMIT`] states for
 //! each of the [`LIMITS`] limits `new` asked for most recently. It is filled by
@@ -31,6 +33,7 @@
 //! is for, a thread started now and then on the one parked worker.
 
 use std::ffi::{c_int, OsString};
+use std::os::unix::ffi::OsStrExt;
 
 use mlua::ffi;
 use parking_lot::Mutex;
@@ -275,37 +278,228 @@ fn release() {
 
 /// Makes a state as `new` would, up to its chunk: libraries opened, coroutine
 /// functions installed, empty stack; with the environment read before and after its
-/// libraries were opened: when it changed meanwhile, the paths may come from either,
-/// so the state is tagged as matching no environment, never handed out, and closed
-/// by the next refill. `None` when memory (or the limit) ran out.
+/// libraries were opened. The state is tagged as matching no environment (never handed
+/// out, closed by the next refill) when the environment changed meanwhile, and also
+/// when its package paths are not those that environment gives: the variables may
+/// have changed and changed back while `luaL_openlibs` read them (another thread's
+/// `setenv`, twice within those microseconds), so equal readings around it prove
+/// nothing by themselves. `None` when memory (or the limit) ran out.
 fn prepare(limit: Limit) -> Option<(PathVars, ChildState)> {
     let state = ChildState::new(limit)?;
     let before = PathVars::now();
     let mut body = |c: RawState| -> c_int {
         // SAFETY: protected on `c`, a fresh state used by this thread only, with the
-        // free slots `install` needs (the body's frame has LUA_MINSTACK).
+        // free slots `install` and `push_paths` need (the body's frame has
+        // LUA_MINSTACK).
         unsafe {
             ffi::luaL_openlibs(c);
             coroutine::install(c);
+            push_paths(c)
         }
-        0
     };
     // SAFETY: (1) `c` is fresh and owned by `state`, used by this thread only, with
     // LUA_MINSTACK free slots; (2) the body owns nothing, touches no other state and
     // does not panic.
-    let status = unsafe { protected(state.raw(), 0, 0, &mut body) };
+    let status = unsafe { protected(state.raw(), 0, 2, &mut body) };
     if status != ffi::LUA_OK {
         return None; // `state` closes, with the error object on it
     }
-    // SAFETY: `c` is valid and used by this thread only; emptying the stack cannot
-    // raise.
-    unsafe { ffi::lua_settop(state.raw(), 0) };
-    let env = if PathVars::now() == before {
+    // SAFETY: `c` is valid, used by this thread only, with the two paths on top;
+    // reading strings and emptying the stack cannot raise.
+    let paths = unsafe {
+        let paths = [read_string(state.raw(), -2), read_string(state.raw(), -1)];
+        ffi::lua_settop(state.raw(), 0);
+        paths
+    };
+    let env = if PathVars::now() == before && before.gives(&paths) {
         before
     } else {
         PathVars(None)
     };
     Some((env, state))
+}
+
+/// Pushes `package.path` and `package.cpath` of `c` (from `package.loaded`, as the
+/// library opened them) and returns 2.
+///
+/// # Safety
+/// `c` is a valid state this thread may use, with the standard libraries opened and
+/// four free stack slots; it may raise (a memory error), so it runs protected.
+unsafe fn push_paths(c: RawState) -> c_int {
+    // SAFETY: as the caller guarantees; each call leaves what the next one reads.
+    unsafe {
+        ffi::lua_getfield(c, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+        ffi::lua_getfield(c, -1, c"package".as_ptr());
+        ffi::lua_getfield(c, -1, c"path".as_ptr());
+        ffi::lua_getfield(c, -2, c"cpath".as_ptr());
+    }
+    2
+}
+
+/// The bytes of the string at `idx` of `c`; `None` for anything else.
+///
+/// # Safety
+/// `c` is a valid state this thread may use and `idx` an acceptable index.
+unsafe fn read_string(c: RawState, idx: c_int) -> Option<Vec<u8>> {
+    // SAFETY: as the caller guarantees; `lua_tolstring` on a string neither converts
+    // nor raises, and its bytes stay valid while the value is on the stack.
+    unsafe {
+        if ffi::lua_type(c, idx) != ffi::LUA_TSTRING {
+            return None;
+        }
+        let mut len = 0;
+        let s = ffi::lua_tolstring(c, idx, &mut len);
+        Some(std::slice::from_raw_parts(s.cast::<u8>(), len).to_vec())
+    }
+}
+
+impl PathVars {
+    /// Whether `paths` (`package.path`, `package.cpath`) are those `luaL_openlibs`
+    /// makes of these values.
+    fn gives(&self, paths: &[Option<Vec<u8>>; 2]) -> bool {
+        let Some(vars) = &self.0 else {
+            return false;
+        };
+        // The path's names come first, then the cpath's, each the version's own name
+        // first: the first one set is the one read.
+        let half = PATH_VARS.len() / 2;
+        [&vars[..half], &vars[half..]]
+            .iter()
+            .zip(paths)
+            .enumerate()
+            .all(|(which, (names, got))| {
+                let value = names.iter().flatten().next().map(|v| v.as_bytes());
+                match (got, default_path(which, value, got.as_deref())) {
+                    (Some(got), Some(def)) => *got == expand(value, &def),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// The built-in default for `package.path` (`which` 0) or `package.cpath` (1): what
+/// `luaL_openlibs` uses where the variable is unset, and in place of `;;`.
+/// Asked of Lua once per process: a state opened with the registry's `LUA_NOENV` set
+/// (as `lua -E` does) reads no variable at all.
+#[cfg(not(feature = "lua51"))]
+fn default_path(which: usize, _value: Option<&[u8]>, _got: Option<&[u8]>) -> Option<Vec<u8>> {
+    static DEFAULTS: std::sync::OnceLock<Option<[Option<Vec<u8>>; 2]>> = std::sync::OnceLock::new();
+    let defaults = DEFAULTS.get_or_init(|| {
+        let state = ChildState::new(None)?;
+        let mut body = |c: RawState| -> c_int {
+            // SAFETY: protected on `c`, a fresh state used by this thread only, with
+            // LUA_MINSTACK free slots.
+            unsafe {
+                ffi::lua_pushboolean(c, 1);
+                ffi::lua_setfield(c, ffi::LUA_REGISTRYINDEX, c"LUA_NOENV".as_ptr());
+                ffi::luaL_openlibs(c);
+                push_paths(c)
+            }
+        };
+        // SAFETY: (1) `c` is fresh and owned by `state`, used by this thread only,
+        // with LUA_MINSTACK free slots; (2) the body owns nothing, touches no other
+        // state and does not panic.
+        let status = unsafe { protected(state.raw(), 0, 2, &mut body) };
+        // SAFETY: `c` is valid and used by this thread only; on success the two
+        // paths are on top; reading strings cannot raise.
+        (status == ffi::LUA_OK)
+            .then(|| unsafe { [read_string(state.raw(), -2), read_string(state.raw(), -1)] })
+    });
+    defaults.as_ref()?[which].clone()
+}
+
+/// As above, for Lua 5.1, which has no `LUA_NOENV`: learned from the first state whose
+/// variable was unset or held `;;` (and unchanged around it). A state whose reading
+/// changed and changed back while it was learned gives a default no later state
+/// matches (the stock then stays empty), unless the same change comes again.
+#[cfg(feature = "lua51")]
+fn default_path(which: usize, value: Option<&[u8]>, got: Option<&[u8]>) -> Option<Vec<u8>> {
+    static LEARNED: Mutex<[Option<Vec<u8>>; 2]> = Mutex::new([None, None]);
+    let mut learned = LEARNED.lock();
+    if learned[which].is_none() {
+        learned[which] = solve_default(value, got?);
+    }
+    // Without `;;` the default takes no part: any will do.
+    learned[which]
+        .clone()
+        .or_else(|| value.filter(|v| !contains(v, b";;")).map(|_| Vec::new()))
+}
+
+/// The default that makes `expand(value, default)` equal `got`, if one does.
+#[cfg(feature = "lua51")]
+fn solve_default(value: Option<&[u8]>, got: &[u8]) -> Option<Vec<u8>> {
+    let Some(value) = value else {
+        return Some(got.to_vec());
+    };
+    // Where the default goes: every ";;" becomes ";\x01;", every "\x01" the default.
+    let marked = replace_all(value, b";;", b";\x01;");
+    let pieces: Vec<&[u8]> = marked.split(|b| *b == 1).collect();
+    let marks = pieces.len() - 1;
+    let fixed: usize = pieces.iter().map(|p| p.len()).sum();
+    if marks == 0 || got.len() < fixed || !(got.len() - fixed).is_multiple_of(marks) {
+        return None;
+    }
+    let start = pieces[0].len();
+    let def = got[start..start + (got.len() - fixed) / marks].to_vec();
+    (expand(Some(value), &def) == got).then_some(def)
+}
+
+/// What `luaL_openlibs` makes of a path variable's `value` with built-in default
+/// `def` (each version's `setpath` in loadlib.c).
+fn expand(value: Option<&[u8]>, def: &[u8]) -> Vec<u8> {
+    let Some(value) = value else {
+        return def.to_vec();
+    };
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    {
+        // 5.4: the first ";;" only, with the separators around it kept only where
+        // something precedes or follows it.
+        let Some(at) = find(value, b";;") else {
+            return value.to_vec();
+        };
+        let mut out = Vec::with_capacity(value.len() + def.len());
+        if at > 0 {
+            out.extend_from_slice(&value[..at]);
+            out.push(b';');
+        }
+        out.extend_from_slice(def);
+        if at + 2 < value.len() {
+            out.push(b';');
+            out.extend_from_slice(&value[at + 2..]);
+        }
+        out
+    }
+    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+    {
+        // 5.1 to 5.3 and LuaJIT: every ";;" becomes ";\x01;", then every "\x01" (one
+        // the variable held too) the default.
+        replace_all(&replace_all(value, b";;", b";\x01;"), b"\x01", def)
+    }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(feature = "lua51")]
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
+}
+
+/// `hay` with every occurrence of `from`, left to right and not overlapping, replaced
+/// by `to` (as `luaL_gsub` does).
+#[cfg(not(any(feature = "lua54", feature = "lua55")))]
+fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut rest = hay;
+    while let Some(at) = find(rest, from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 #[cfg(test)]
@@ -451,5 +645,33 @@ mod tests {
         assert_eq!(count(&stock, None), PER_LIMIT);
         assert_eq!(stock.lock().take(None, || changed), Some(1));
         assert_eq!(stock.lock().take(None, || changed), Some(1));
+    }
+
+    #[test]
+    fn the_default_goes_where_the_variable_has_two_separators() {
+        assert_eq!(expand(None, b"D"), b"D");
+        assert_eq!(expand(Some(b"/x"), b"D"), b"/x");
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
+        {
+            assert_eq!(expand(Some(b";;"), b"D"), b"D");
+            assert_eq!(expand(Some(b"/a;;/b;;"), b"D"), b"/a;D;/b;;");
+        }
+        #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+        {
+            assert_eq!(expand(Some(b";;"), b"D"), b";D;");
+            assert_eq!(expand(Some(b"/a;;/b;;\x01"), b"D"), b"/a;D;/b;D;D");
+        }
+    }
+
+    #[cfg(feature = "lua51")]
+    #[test]
+    fn the_default_is_learned_only_from_paths_the_variable_explains() {
+        assert_eq!(solve_default(None, b"X"), Some(b"X".to_vec()));
+        assert_eq!(
+            solve_default(Some(b"/a;;/b;;"), b"/a;D;/b;D;"),
+            Some(b"D".to_vec())
+        );
+        assert_eq!(solve_default(Some(b"/a;;"), b"/b;D;"), None);
+        assert_eq!(solve_default(Some(b"/a"), b"/a"), None);
     }
 }
