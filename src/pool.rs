@@ -36,7 +36,10 @@
 //! closure, plus the library's whole thread-local block, which its start-up touches),
 //! and memory per live thread is measured against the C original's. For the same
 //! reason a worker never touches a thread-local of the library on its own: see
-//! `slot.rs` for the running chunk's pointers, and [`Mailbox`] for its waits.
+//! `slot.rs` for the running chunk's pointers, and [`Mailbox`] for its waits. The idle
+//! work is the one exception: `prepared.rs` makes states under `raw::protected`, whose
+//! guard is a thread-local, so a worker that has done it keeps the library's block
+//! until its thread exits. Only the worker on duty does it, after 10 ms without a job.
 
 use std::ffi::c_void;
 use std::io;
